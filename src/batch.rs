@@ -1,0 +1,357 @@
+//! One SQS batch -> rows to store + failures to report, and the outcome -> `SqsBatchResponse`.
+//!
+//! Pure planning, no I/O: the store reports what happened to each row, and this module turns that
+//! into the response so that every messageId ends in exactly one place.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsMessage};
+use time::{Date, OffsetDateTime};
+
+use crate::login::{LoginEvent, Rejection};
+use crate::mask::Masker;
+
+/// One `user_logins` row, masked and ready to insert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginRow {
+    pub message_id: String,
+    pub user_id: String,
+    pub device_type: String,
+    pub masked_ip: String,
+    pub masked_device_id: String,
+    pub locale: Option<String>,
+    pub app_version: i32,
+    pub create_date: Date,
+}
+
+/// The longest messageId we store (`message_id varchar(128)`); SQS ids are 36-character UUIDs.
+pub const MESSAGE_ID_MAX_CHARS: usize = 128;
+
+/// A message that will be reported in `batchItemFailures`, and why (safe to log: no values).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub message_id: String,
+    pub reason: String,
+}
+
+/// What to do with one batch.
+#[derive(Debug, Default)]
+pub struct BatchPlan {
+    pub received: usize,
+    /// Rows in delivery order (the order matters for FIFO queues).
+    pub rows: Vec<LoginRow>,
+    /// Messages that are not valid login events, plus, on FIFO queues, every message after the
+    /// first failure.
+    pub invalid: Vec<Failure>,
+    /// The same messageId more than once in this batch: stored (or failed) once, reported once.
+    pub repeated_in_batch: usize,
+    /// A FIFO queue: after the first failure nothing later may be stored, or order breaks.
+    pub fifo: bool,
+}
+
+/// A batch we cannot plan at all; the handler returns it as a function error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchError {
+    MissingMessageId { position: usize },
+}
+
+impl fmt::Display for BatchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BatchError::MissingMessageId { position } => write!(
+                f,
+                "record {position} of the batch has no messageId, so its failure could not be reported; \
+                 is the function invoked by an SQS event source mapping?"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for BatchError {}
+
+/// Parses, validates and masks every record of a batch.
+pub fn plan_batch(
+    records: &[SqsMessage],
+    masker: &Masker,
+    today: Date,
+) -> Result<BatchPlan, BatchError> {
+    let mut plan = BatchPlan {
+        received: records.len(),
+        rows: Vec::with_capacity(records.len()),
+        fifo: records.first().is_some_and(is_fifo),
+        ..BatchPlan::default()
+    };
+    let mut seen: HashSet<&str> = HashSet::with_capacity(records.len());
+    for (position, record) in records.iter().enumerate() {
+        let message_id = record
+            .message_id
+            .as_deref()
+            .filter(|id| !id.is_empty())
+            .ok_or(BatchError::MissingMessageId { position })?;
+        if !seen.insert(message_id) {
+            plan.repeated_in_batch += 1;
+            continue;
+        }
+        if plan.fifo && !plan.invalid.is_empty() {
+            plan.invalid.push(Failure {
+                message_id: message_id.to_owned(),
+                reason: FIFO_STOPPED.to_owned(),
+            });
+            continue;
+        }
+        match row_from(record, message_id, masker, today) {
+            Ok(row) => plan.rows.push(row),
+            Err(reason) => plan.invalid.push(Failure {
+                message_id: message_id.to_owned(),
+                reason,
+            }),
+        }
+    }
+    Ok(plan)
+}
+
+/// The reason given for FIFO messages held back behind an earlier failure.
+pub const FIFO_STOPPED: &str = "not processed: an earlier message of this FIFO batch failed";
+
+fn is_fifo(record: &SqsMessage) -> bool {
+    record
+        .event_source_arn
+        .as_deref()
+        .is_some_and(|arn| arn.ends_with(".fifo"))
+}
+
+fn row_from(
+    record: &SqsMessage,
+    message_id: &str,
+    masker: &Masker,
+    today: Date,
+) -> Result<LoginRow, String> {
+    if message_id.chars().count() > MESSAGE_ID_MAX_CHARS {
+        return Err(format!(
+            "messageId is longer than {MESSAGE_ID_MAX_CHARS} characters"
+        ));
+    }
+    let body = record.body.as_deref().unwrap_or("");
+    let event = LoginEvent::parse(body).map_err(|r: Rejection| r.to_string())?;
+    let create_date = create_date(record, today)?;
+    Ok(LoginRow {
+        message_id: message_id.to_owned(),
+        user_id: event.user_id.into_owned(),
+        device_type: event.device_type.into_owned(),
+        masked_ip: masker.mask_ip(event.ip),
+        masked_device_id: masker.mask_device_id(&event.device_id),
+        locale: event.locale.map(|l| l.into_owned()),
+        app_version: event.app_version.encoded(),
+        create_date,
+    })
+}
+
+/// The UTC date the message was first sent, so a redelivery yields the same row; today only where
+/// SQS gave no `SentTimestamp` (hand-written events).
+fn create_date(record: &SqsMessage, today: Date) -> Result<Date, String> {
+    let Some(sent) = record.attributes.get("SentTimestamp") else {
+        return Ok(today);
+    };
+    let millis: i64 = sent
+        .parse()
+        .map_err(|_| "attribute SentTimestamp is not milliseconds since 1970".to_string())?;
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
+        .map(|t| t.date())
+        .map_err(|_| "attribute SentTimestamp is out of range".to_string())
+}
+
+/// The final tally of one batch; `failures` become the response, the counts the summary log line.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct BatchOutcome {
+    pub received: usize,
+    /// New rows committed by this invocation.
+    pub stored: usize,
+    /// Messages whose row was already there (a redelivery) or that repeated within the batch.
+    pub duplicates: usize,
+    /// Messages that are not valid login events (or held back behind one on a FIFO queue).
+    pub invalid: usize,
+    /// Valid messages the database refused or that could not be written in time.
+    pub failed: usize,
+    pub failures: Vec<Failure>,
+}
+
+impl BatchOutcome {
+    /// Combines the plan with what the store did; `store_failures` are rows not committed.
+    pub fn new(
+        plan: BatchPlan,
+        inserted: usize,
+        already_stored: usize,
+        store_failures: Vec<Failure>,
+    ) -> Self {
+        let invalid = plan.invalid.len();
+        let failed = store_failures.len();
+        let mut failures = plan.invalid;
+        failures.extend(store_failures);
+        BatchOutcome {
+            received: plan.received,
+            stored: inserted,
+            duplicates: already_stored + plan.repeated_in_batch,
+            invalid,
+            failed,
+            failures,
+        }
+    }
+
+    pub fn response(&self) -> SqsBatchResponse {
+        let mut response = SqsBatchResponse::default();
+        response.set_failures(self.failures.iter().map(|f| f.message_id.clone()));
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::date;
+
+    const GOOD: &str = r#"{"user_id": "u1", "app_version": "2.3.0", "device_type": "android", "ip": "199.172.111.135", "locale": null, "device_id": "593-47-5928"}"#;
+
+    fn masker() -> Masker {
+        Masker::new(&[9; 32]).unwrap()
+    }
+
+    fn message(id: &str, body: &str) -> SqsMessage {
+        let mut m = SqsMessage::default();
+        m.message_id = Some(id.to_owned());
+        m.body = Some(body.to_owned());
+        m.event_source_arn = Some("arn:aws:sqs:us-east-1:000000000000:login-queue".into());
+        m.attributes
+            .insert("SentTimestamp".into(), "1700000000000".into());
+        m
+    }
+
+    fn fifo(mut m: SqsMessage) -> SqsMessage {
+        m.event_source_arn = Some("arn:aws:sqs:us-east-1:000000000000:login-queue.fifo".into());
+        m
+    }
+
+    const TODAY: Date = date!(2026 - 11 - 25);
+
+    #[test]
+    fn turns_a_valid_message_into_a_masked_row() {
+        let plan = plan_batch(&[message("m1", GOOD)], &masker(), TODAY).unwrap();
+        assert!(plan.invalid.is_empty());
+        let row = &plan.rows[0];
+        assert_eq!(row.message_id, "m1");
+        assert_eq!(row.user_id, "u1");
+        assert_eq!(row.masked_ip, masker().mask(b"199.172.111.135"));
+        assert_eq!(row.masked_device_id, masker().mask(b"593-47-5928"));
+        assert_eq!(row.locale, None);
+        assert_eq!(row.app_version, 2_003_000);
+        // 1700000000000 ms is 2023-11-14T22:13:20Z.
+        assert_eq!(row.create_date, date!(2023 - 11 - 14));
+    }
+
+    #[test]
+    fn uses_today_only_without_a_sent_timestamp() {
+        let mut m = message("m1", GOOD);
+        m.attributes.clear();
+        assert_eq!(
+            plan_batch(&[m], &masker(), TODAY).unwrap().rows[0].create_date,
+            TODAY
+        );
+        let mut m = message("m2", GOOD);
+        m.attributes
+            .insert("SentTimestamp".into(), "yesterday".into());
+        let plan = plan_batch(&[m], &masker(), TODAY).unwrap();
+        assert_eq!(
+            plan.invalid[0].reason,
+            "attribute SentTimestamp is not milliseconds since 1970"
+        );
+    }
+
+    #[test]
+    fn every_message_ends_as_a_row_or_a_failure() {
+        let records = [
+            message("ok1", GOOD),
+            message("bad1", "not json"),
+            message("ok2", GOOD),
+            message("bad2", r#"{"foo": "oops_wrong_msg_type", "bar": "123"}"#),
+        ];
+        let plan = plan_batch(&records, &masker(), TODAY).unwrap();
+        let stored: Vec<_> = plan.rows.iter().map(|r| r.message_id.as_str()).collect();
+        assert_eq!(stored, ["ok1", "ok2"]);
+        let outcome = BatchOutcome::new(plan, 2, 0, vec![]);
+        let failed: Vec<_> = outcome
+            .response()
+            .batch_item_failures
+            .into_iter()
+            .map(|f| f.item_identifier)
+            .collect();
+        assert_eq!(failed, ["bad1", "bad2"]);
+        assert_eq!(
+            (outcome.received, outcome.stored, outcome.invalid),
+            (4, 2, 2)
+        );
+    }
+
+    #[test]
+    fn a_message_id_repeated_in_the_batch_is_planned_once() {
+        let records = [
+            message("m1", GOOD),
+            message("m1", GOOD),
+            message("m2", "[]"),
+            message("m2", "[]"),
+        ];
+        let plan = plan_batch(&records, &masker(), TODAY).unwrap();
+        assert_eq!(plan.rows.len(), 1);
+        assert_eq!(plan.invalid.len(), 1);
+        assert_eq!(plan.repeated_in_batch, 2);
+    }
+
+    #[test]
+    fn fifo_batches_stop_at_the_first_failure() {
+        let records = [
+            fifo(message("a", GOOD)),
+            fifo(message("b", "{}")),
+            fifo(message("c", GOOD)),
+            fifo(message("d", GOOD)),
+        ];
+        let plan = plan_batch(&records, &masker(), TODAY).unwrap();
+        assert_eq!(
+            plan.rows
+                .iter()
+                .map(|r| r.message_id.as_str())
+                .collect::<Vec<_>>(),
+            ["a"]
+        );
+        let failed: Vec<_> = plan.invalid.iter().map(|f| f.message_id.as_str()).collect();
+        assert_eq!(failed, ["b", "c", "d"]);
+        assert_eq!(plan.invalid[2].reason, FIFO_STOPPED);
+    }
+
+    #[test]
+    fn standard_batches_go_on_after_a_failure() {
+        let records = [message("a", "{}"), message("b", GOOD)];
+        assert_eq!(
+            plan_batch(&records, &masker(), TODAY).unwrap().rows.len(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_record_without_message_id_fails_the_batch() {
+        let mut m = message("x", GOOD);
+        m.message_id = None;
+        assert_eq!(
+            plan_batch(&[message("a", GOOD), m], &masker(), TODAY).unwrap_err(),
+            BatchError::MissingMessageId { position: 1 }
+        );
+    }
+
+    #[test]
+    fn an_overlong_message_id_is_reported_not_stored() {
+        let id = "m".repeat(129);
+        let plan = plan_batch(&[message(&id, GOOD)], &masker(), TODAY).unwrap();
+        assert_eq!(
+            plan.invalid[0].reason,
+            "messageId is longer than 128 characters"
+        );
+    }
+}

@@ -1,0 +1,324 @@
+//! Environment -> typed configuration. Every error names the variable to fix.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::mask::{KeyTooShort, Masker};
+
+/// How to use TLS towards PostgreSQL, with libpq's meanings of `sslmode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    /// Plain TCP.
+    Disable,
+    /// TLS if the server offers it, certificate not checked (libpq's default).
+    Prefer,
+    /// TLS or fail, certificate not checked.
+    Require,
+    /// TLS, certificate chain checked against the trusted roots, host name not checked.
+    VerifyCa,
+    /// TLS, certificate chain and host name checked.
+    VerifyFull,
+}
+
+impl SslMode {
+    fn parse(variable: &'static str, value: &str) -> Result<Self, ConfigError> {
+        match value {
+            "disable" => Ok(SslMode::Disable),
+            "prefer" => Ok(SslMode::Prefer),
+            "require" => Ok(SslMode::Require),
+            "verify-ca" => Ok(SslMode::VerifyCa),
+            "verify-full" => Ok(SslMode::VerifyFull),
+            _ => Err(ConfigError::Invalid {
+                variable,
+                why: "sslmode must be one of disable, prefer, require, verify-ca, verify-full"
+                    .into(),
+            }),
+        }
+    }
+}
+
+/// Where and how to connect to PostgreSQL.
+#[derive(Clone)]
+pub struct DatabaseConfig {
+    /// Host, port, user, password, database: everything but TLS, which tokio-postgres handles
+    /// only as disable/prefer/require.
+    pub connection: tokio_postgres::Config,
+    pub ssl_mode: SslMode,
+    /// PEM file with the CA certificate(s) to trust besides the system's (`sslrootcert`).
+    pub root_cert: Option<PathBuf>,
+}
+
+impl fmt::Debug for DatabaseConfig {
+    // tokio_postgres::Config's Debug redacts the password; we only add the TLS settings.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("connection", &self.connection)
+            .field("ssl_mode", &self.ssl_mode)
+            .field("root_cert", &self.root_cert)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database: DatabaseConfig,
+    pub masker: Masker,
+    /// Apply the embedded migrations at start-up (local runs and tests); deployed functions
+    /// normally run with a role that cannot create tables, so this is off by default.
+    pub auto_migrate: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    Missing {
+        variable: &'static str,
+        hint: &'static str,
+    },
+    Invalid {
+        variable: &'static str,
+        why: String,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Missing { variable, hint } => write!(f, "{variable} is not set: {hint}"),
+            ConfigError::Invalid { variable, why } => write!(f, "{variable} is invalid: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads configuration through `lookup`, so tests need not touch the process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let masker = masker_from(&lookup)?;
+        let database = DatabaseConfig::from_lookup(&lookup)?;
+        let auto_migrate = match lookup("AUTO_MIGRATE").as_deref().map(str::trim) {
+            None | Some("") | Some("false") | Some("0") => false,
+            Some("true") | Some("1") => true,
+            Some(_) => {
+                return Err(ConfigError::Invalid {
+                    variable: "AUTO_MIGRATE",
+                    why: "use true or false".into(),
+                })
+            }
+        };
+        Ok(Config {
+            database,
+            masker,
+            auto_migrate,
+        })
+    }
+}
+
+fn masker_from(lookup: &impl Fn(&str) -> Option<String>) -> Result<Masker, ConfigError> {
+    let key = lookup("MASKING_KEY").filter(|k| !k.is_empty()).ok_or(ConfigError::Missing {
+        variable: "MASKING_KEY",
+        hint: "set it to a secret of at least 32 bytes (e.g. `openssl rand -hex 32`), kept in a secret store",
+    })?;
+    Masker::new(key.as_bytes()).map_err(|KeyTooShort { actual_bytes }| ConfigError::Invalid {
+        variable: "MASKING_KEY",
+        why: format!(
+            "it is {actual_bytes} bytes; it must be at least {} (e.g. `openssl rand -hex 32`)",
+            crate::mask::MIN_KEY_BYTES
+        ),
+    })
+}
+
+impl DatabaseConfig {
+    pub fn from_lookup(lookup: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        match lookup("DATABASE_URL").filter(|url| !url.trim().is_empty()) {
+            Some(url) => Self::from_url(url.trim()),
+            None => Self::from_pg_variables(lookup),
+        }
+    }
+
+    /// Parses a libpq-style URL. `sslmode` and `sslrootcert` are taken out here because
+    /// tokio-postgres rejects verify-ca/verify-full and does not know `sslrootcert`.
+    pub fn from_url(url: &str) -> Result<Self, ConfigError> {
+        const VARIABLE: &str = "DATABASE_URL";
+        let (base, query) = url.split_once('?').unwrap_or((url, ""));
+        let mut ssl_mode = SslMode::Prefer;
+        let mut root_cert = None;
+        let mut passed_on = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("sslmode", value)) => ssl_mode = SslMode::parse(VARIABLE, value)?,
+                Some(("sslrootcert", path)) => root_cert = Some(PathBuf::from(path)),
+                _ => passed_on.push(pair),
+            }
+        }
+        let rest = if passed_on.is_empty() {
+            base.to_owned()
+        } else {
+            format!("{base}?{}", passed_on.join("&"))
+        };
+        let connection: tokio_postgres::Config =
+            rest.parse().map_err(|e| ConfigError::Invalid {
+                variable: VARIABLE,
+                // tokio-postgres's parse errors name the option, never the password.
+                why: format!(
+                    "{e} (expected postgres://user:password@host:port/dbname?sslmode=require)"
+                ),
+            })?;
+        Ok(DatabaseConfig {
+            connection,
+            ssl_mode,
+            root_cert,
+        })
+    }
+
+    fn from_pg_variables(lookup: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.is_empty());
+        let host = get("PGHOST").ok_or(ConfigError::Missing {
+            variable: "DATABASE_URL",
+            hint: "set DATABASE_URL=postgres://user:password@host:5432/dbname (or PGHOST, PGUSER, PGPASSWORD, PGDATABASE)",
+        })?;
+        let user = get("PGUSER").ok_or(ConfigError::Missing {
+            variable: "PGUSER",
+            hint: "PGHOST is set, so PGUSER must name the database role",
+        })?;
+        let mut connection = tokio_postgres::Config::new();
+        connection.host(&host).user(&user);
+        connection.dbname(get("PGDATABASE").as_deref().unwrap_or(&user));
+        if let Some(port) = get("PGPORT") {
+            let port = port.parse().map_err(|_| ConfigError::Invalid {
+                variable: "PGPORT",
+                why: "it must be a port number such as 5432".into(),
+            })?;
+            connection.port(port);
+        }
+        if let Some(password) = get("PGPASSWORD") {
+            connection.password(password);
+        }
+        let ssl_mode = match get("PGSSLMODE") {
+            Some(mode) => SslMode::parse("PGSSLMODE", &mode)?,
+            None => SslMode::Prefer,
+        };
+        Ok(DatabaseConfig {
+            connection,
+            ssl_mode,
+            root_cert: get("PGSSLROOTCERT").map(PathBuf::from),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    const KEY: &str = "0123456789abcdef0123456789abcdef";
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|name| vars.get(name).cloned())
+    }
+
+    fn error_of(vars: &[(&str, &str)]) -> String {
+        config(vars).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn reads_a_database_url_with_libpq_ssl_options() {
+        let c = config(&[
+            ("MASKING_KEY", KEY),
+            ("DATABASE_URL", "postgres://etl:pw@db.example:6432/logins?sslmode=verify-full&sslrootcert=/ca.pem&application_name=etl"),
+        ])
+        .unwrap();
+        let db = c.database;
+        assert_eq!(db.ssl_mode, SslMode::VerifyFull);
+        assert_eq!(db.root_cert, Some(PathBuf::from("/ca.pem")));
+        assert_eq!(db.connection.get_ports(), &[6432]);
+        assert_eq!(db.connection.get_dbname(), Some("logins"));
+        assert_eq!(db.connection.get_application_name(), Some("etl"));
+        assert!(!c.auto_migrate);
+    }
+
+    #[test]
+    fn defaults_to_sslmode_prefer_like_libpq() {
+        let c = config(&[("MASKING_KEY", KEY), ("DATABASE_URL", "postgres://u@h/d")]).unwrap();
+        assert_eq!(c.database.ssl_mode, SslMode::Prefer);
+    }
+
+    #[test]
+    fn falls_back_to_the_standard_pg_variables() {
+        let c = config(&[
+            ("MASKING_KEY", KEY),
+            ("PGHOST", "10.0.0.5"),
+            ("PGPORT", "5433"),
+            ("PGUSER", "etl"),
+            ("PGPASSWORD", "secret"),
+            ("PGSSLMODE", "require"),
+        ])
+        .unwrap();
+        assert_eq!(c.database.connection.get_user(), Some("etl"));
+        assert_eq!(c.database.connection.get_dbname(), Some("etl"));
+        assert_eq!(c.database.connection.get_ports(), &[5433]);
+        assert_eq!(c.database.ssl_mode, SslMode::Require);
+    }
+
+    #[test]
+    fn errors_name_the_variable_to_fix() {
+        let url = ("DATABASE_URL", "postgres://u@h/d");
+        assert!(error_of(&[url]).starts_with("MASKING_KEY is not set"));
+        assert!(error_of(&[url, ("MASKING_KEY", "short")])
+            .starts_with("MASKING_KEY is invalid: it is 5 bytes"));
+        assert!(error_of(&[("MASKING_KEY", KEY)]).starts_with("DATABASE_URL is not set"));
+        assert!(error_of(&[("MASKING_KEY", KEY), ("PGHOST", "h")]).starts_with("PGUSER is not set"));
+        let bad_mode = error_of(&[
+            ("MASKING_KEY", KEY),
+            ("DATABASE_URL", "postgres://u@h/d?sslmode=verify"),
+        ]);
+        assert!(
+            bad_mode.starts_with("DATABASE_URL is invalid: sslmode must be one of"),
+            "{bad_mode}"
+        );
+        let bad_pg_mode = error_of(&[
+            ("MASKING_KEY", KEY),
+            ("PGHOST", "h"),
+            ("PGUSER", "u"),
+            ("PGSSLMODE", "on"),
+        ]);
+        assert!(
+            bad_pg_mode.starts_with("PGSSLMODE is invalid"),
+            "{bad_pg_mode}"
+        );
+        assert!(
+            error_of(&[("MASKING_KEY", KEY), url, ("AUTO_MIGRATE", "yes")])
+                .starts_with("AUTO_MIGRATE is invalid")
+        );
+    }
+
+    #[test]
+    fn errors_never_contain_the_password() {
+        let message = error_of(&[
+            ("MASKING_KEY", KEY),
+            ("DATABASE_URL", "postgres://u:hunter2@h:notaport/d"),
+        ]);
+        assert!(message.starts_with("DATABASE_URL is invalid"), "{message}");
+        assert!(!message.contains("hunter2"), "{message}");
+        let debug = format!(
+            "{:?}",
+            config(&[
+                ("MASKING_KEY", KEY),
+                ("DATABASE_URL", "postgres://u:hunter2@h/d")
+            ])
+            .unwrap()
+        );
+        assert!(
+            !debug.contains("hunter2") && !debug.contains(KEY),
+            "{debug}"
+        );
+    }
+}

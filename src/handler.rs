@@ -1,0 +1,128 @@
+//! One invocation: plan the batch, write it, log the tally, answer with the failures.
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use lambda_runtime::LambdaEvent;
+use time::OffsetDateTime;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use crate::batch::{plan_batch, BatchError, BatchOutcome};
+use crate::mask::Masker;
+use crate::store::{Store, StoreError};
+
+/// Time kept back from Lambda's deadline to report failures and answer before being killed.
+pub const DEADLINE_MARGIN: Duration = Duration::from_millis(500);
+
+/// The whole batch failed; Lambda will retry it (and back off) because the handler errs.
+#[derive(Debug)]
+pub enum HandlerError {
+    Batch(BatchError),
+    Store(StoreError),
+}
+
+impl fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HandlerError::Batch(e) => write!(f, "batch not processed: {e}"),
+            HandlerError::Store(e) => write!(f, "batch not processed, it will be retried: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for HandlerError {}
+
+impl From<HandlerError> for lambda_runtime::Diagnostic {
+    fn from(error: HandlerError) -> Self {
+        let error_type = match &error {
+            HandlerError::Batch(_) => "BatchError",
+            HandlerError::Store(StoreError::Unavailable(_)) => "DatabaseUnavailable",
+            HandlerError::Store(_) => "DatabaseError",
+        };
+        lambda_runtime::Diagnostic {
+            error_type: error_type.into(),
+            error_message: error.to_string(),
+        }
+    }
+}
+
+/// Everything an invocation needs, built once per execution environment.
+pub struct Processor {
+    masker: Masker,
+    /// Lambda sends one event at a time to an environment, so the lock is never contended; it
+    /// is there because the handler only gets a shared reference.
+    store: Mutex<Store>,
+}
+
+impl Processor {
+    pub fn new(masker: Masker, store: Store) -> Self {
+        Processor {
+            masker,
+            store: Mutex::new(store),
+        }
+    }
+
+    /// The Lambda handler.
+    pub async fn handle(
+        &self,
+        event: LambdaEvent<SqsEvent>,
+    ) -> Result<SqsBatchResponse, HandlerError> {
+        let deadline = instant_before(event.context.deadline());
+        let outcome = self.process(&event.payload.records, deadline).await?;
+        Ok(outcome.response())
+    }
+
+    /// Processes one batch; `deadline` is when the answer must be ready.
+    pub async fn process(
+        &self,
+        records: &[SqsMessage],
+        deadline: Instant,
+    ) -> Result<BatchOutcome, HandlerError> {
+        let started = Instant::now();
+        let today = OffsetDateTime::now_utc().date();
+        let plan = plan_batch(records, &self.masker, today).map_err(|e| {
+            tracing::error!(error = %e, "batch rejected");
+            HandlerError::Batch(e)
+        })?;
+        let written = self
+            .store
+            .lock()
+            .await
+            .write(&plan.rows, deadline, plan.fifo)
+            .await;
+        let report = written.map_err(|e| {
+            tracing::error!(error = %e, received = records.len(), "batch failed; returning an error so it is retried");
+            HandlerError::Store(e)
+        })?;
+        let outcome = BatchOutcome::new(
+            plan,
+            report.inserted,
+            report.already_stored,
+            report.failures,
+        );
+        for failure in &outcome.failures {
+            tracing::warn!(message_id = %failure.message_id, reason = %failure.reason, "message not stored");
+        }
+        tracing::info!(
+            received = outcome.received,
+            stored = outcome.stored,
+            duplicates = outcome.duplicates,
+            invalid = outcome.invalid,
+            failed = outcome.failed,
+            duration_ms = started.elapsed().as_secs_f64() * 1e3,
+            "batch processed"
+        );
+        Ok(outcome)
+    }
+}
+
+/// Lambda's wall-clock deadline as a monotonic instant, minus the margin we keep for answering.
+/// A deadline in the past (or none, as in hand-made contexts) leaves no time for the database.
+fn instant_before(deadline: SystemTime) -> Instant {
+    let remaining = deadline
+        .duration_since(SystemTime::now())
+        .unwrap_or_default();
+    Instant::now() + remaining.saturating_sub(DEADLINE_MARGIN)
+}

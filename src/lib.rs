@@ -1,0 +1,12 @@
+//! login-etl: SQS user-login events -> HMAC-masked rows in PostgreSQL.
+//!
+//! Data flows one way: `SqsEvent -> records -> (parse, validate, mask) -> rows -> Postgres ->
+//! outcome -> SqsBatchResponse`. The pure core ([`login`], [`mask`], [`batch`]) knows nothing of
+//! Lambda or PostgreSQL; [`store`] and [`handler`] are the edges. See ARCHITECTURE.md.
+
+pub mod batch;
+pub mod config;
+pub mod handler;
+pub mod login;
+pub mod mask;
+pub mod store;

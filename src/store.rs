@@ -1,0 +1,477 @@
+//! PostgreSQL: connect (TLS), reconnect, migrate, bulk insert, error classification.
+//!
+//! A batch is written with one statement: the columns travel as arrays and `unnest` turns them
+//! back into rows, so ten or five thousand rows cost one round trip. `ON CONFLICT (message_id)
+//! DO NOTHING` makes a redelivered message a success instead of a second row, and `RETURNING`
+//! tells which rows are new.
+
+use std::fmt;
+use std::fs;
+use std::ops::Range;
+use std::time::Duration;
+
+use native_tls::{Certificate, TlsConnector};
+use postgres_native_tls::MakeTlsConnector;
+use tokio::time::{timeout_at, Instant};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Statement};
+
+use crate::batch::{Failure, LoginRow, FIFO_STOPPED};
+use crate::config::{DatabaseConfig, SslMode};
+
+/// The migrations, in the order they are applied (file-name order).
+pub const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "001_user_logins.sql",
+        include_str!("../migrations/001_user_logins.sql"),
+    ),
+    (
+        "002_app_version_text.sql",
+        include_str!("../migrations/002_app_version_text.sql"),
+    ),
+];
+
+const INSERT_BATCH: &str = "\
+INSERT INTO user_logins
+    (message_id, user_id, device_type, masked_ip, masked_device_id, locale, app_version, create_date)
+SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::varchar[], $5::varchar[],
+                     $6::varchar[], $7::int4[], $8::date[])
+ON CONFLICT (message_id) DO NOTHING
+RETURNING message_id";
+
+/// Why the store could not do its job for the whole batch.
+#[derive(Debug)]
+pub enum StoreError {
+    /// The database is unreachable or the connection broke: retry the batch later.
+    Unavailable(String),
+    /// The schema is missing or wrong: an operator must act.
+    Schema(String),
+    /// Anything else the database said that is not about one row's data.
+    Database(String),
+    /// TLS or certificate set-up failed.
+    Tls(String),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Unavailable(why) => write!(f, "database unavailable: {why}"),
+            StoreError::Schema(why) => write!(f, "database schema not ready: {why}"),
+            StoreError::Database(why) => write!(f, "database error: {why}"),
+            StoreError::Tls(why) => write!(f, "TLS set-up failed: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// What one write did to each row.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct WriteReport {
+    pub inserted: usize,
+    /// Rows whose message_id was already stored.
+    pub already_stored: usize,
+    /// Rows not committed: refused by the database for their data, or not written before the
+    /// deadline (or, on FIFO queues, held back behind a refused row).
+    pub failures: Vec<Failure>,
+}
+
+/// How a database error affects the batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Caused by the data of some row in the statement (SQLSTATE classes 22 and 23).
+    RowData,
+    /// Connection, resources, shutdown, serialization (08, 53, 57, 40) or no SQLSTATE at all
+    /// (I/O, closed connection): the batch may succeed later.
+    Transient,
+    /// Anything else (permissions, missing table, syntax): retrying will not help by itself.
+    Fatal,
+}
+
+pub fn classify(error: &tokio_postgres::Error) -> ErrorKind {
+    let Some(code) = error.code() else {
+        return ErrorKind::Transient;
+    };
+    match &code.code()[..2] {
+        "22" | "23" => ErrorKind::RowData,
+        "08" | "53" | "57" | "40" => ErrorKind::Transient,
+        _ => ErrorKind::Fatal,
+    }
+}
+
+/// A database error described without its message: PostgreSQL messages can quote row values
+/// (`invalid input syntax for type integer: "..."`), and those may be personal data.
+pub fn describe(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => {
+            let mut text = format!("SQLSTATE {}", db.code().code());
+            if let Some(column) = db.column() {
+                text.push_str(&format!(", column {column}"));
+            }
+            if let Some(constraint) = db.constraint() {
+                text.push_str(&format!(", constraint {constraint}"));
+            }
+            text
+        }
+        None if error.is_closed() => "connection closed".into(),
+        // Client-side errors (I/O, TLS, protocol) carry no row data.
+        None => error.to_string(),
+    }
+}
+
+/// The function's database: one connection per execution environment, reopened when it breaks.
+pub struct Store {
+    config: DatabaseConfig,
+    tls: MakeTlsConnector,
+    client: Option<Client>,
+    /// The batch insert, prepared once per connection. Preparing it is also the schema check:
+    /// it fails when the table, a column or the unique index on message_id is missing.
+    insert: Option<Statement>,
+}
+
+/// The longest we wait for a connection, so a dead host yields a retryable error well before
+/// the invocation deadline rather than a timeout of the whole function.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Store {
+    /// Opens the connection. `deadline` bounds the connect.
+    pub async fn connect(config: DatabaseConfig, deadline: Instant) -> Result<Self, StoreError> {
+        let tls = tls_connector(&config)?;
+        let mut store = Store {
+            config,
+            tls,
+            client: None,
+            insert: None,
+        };
+        store.client(deadline).await?;
+        Ok(store)
+    }
+
+    /// Applies the embedded migrations, under an advisory lock so concurrent cold starts do not
+    /// race on `CREATE TABLE`. Each file is safe to apply twice.
+    pub async fn migrate(&mut self, deadline: Instant) -> Result<(), StoreError> {
+        let mut script = String::from("BEGIN; SELECT pg_advisory_xact_lock(4242424242);\n");
+        for (_, sql) in MIGRATIONS {
+            script.push_str(sql);
+            script.push('\n');
+        }
+        script.push_str("COMMIT;");
+        let client = self.client(deadline).await?;
+        let result = timeout_at(deadline, client.batch_execute(&script)).await;
+        // A prepared insert may predate the schema it needs.
+        self.insert = None;
+        match result {
+            Err(_) => Err(StoreError::Unavailable(
+                "migrations did not finish before the deadline".into(),
+            )),
+            Ok(Err(e)) => Err(StoreError::Database(format!(
+                "applying migrations failed: {e}"
+            ))),
+            Ok(Ok(())) => Ok(()),
+        }
+    }
+
+    /// Checks that the schema is in place by preparing the batch insert.
+    pub async fn check_schema(&mut self, deadline: Instant) -> Result<(), StoreError> {
+        self.prepared(deadline).await.map(|_| ())
+    }
+
+    /// The open client, reconnecting when there is none or it was closed.
+    async fn client(&mut self, deadline: Instant) -> Result<&Client, StoreError> {
+        if self.client.as_ref().is_some_and(Client::is_closed) {
+            self.disconnect();
+        }
+        if self.client.is_none() {
+            self.client = Some(self.open(deadline).await?);
+        }
+        Ok(self.client.as_ref().expect("set above"))
+    }
+
+    /// The client with the insert prepared on it.
+    async fn prepared(&mut self, deadline: Instant) -> Result<(&Client, &Statement), StoreError> {
+        self.client(deadline).await?;
+        if self.insert.is_none() {
+            let client = self.client.as_ref().expect("connected above");
+            let statement = match timeout_at(deadline, client.prepare(INSERT_BATCH)).await {
+                Err(_) => {
+                    return Err(StoreError::Unavailable(
+                        "prepare did not finish before the deadline".into(),
+                    ))
+                }
+                Ok(Err(e)) => return Err(prepare_error(&e)),
+                Ok(Ok(statement)) => statement,
+            };
+            self.insert = Some(statement);
+        }
+        Ok((
+            self.client.as_ref().expect("connected above"),
+            self.insert.as_ref().expect("prepared above"),
+        ))
+    }
+
+    fn disconnect(&mut self) {
+        self.client = None;
+        self.insert = None;
+    }
+
+    async fn open(&self, deadline: Instant) -> Result<Client, StoreError> {
+        let connect_deadline = deadline.min(Instant::now() + CONNECT_TIMEOUT);
+        let connecting = self.config.connection.connect(self.tls.clone());
+        let (client, connection) = match timeout_at(connect_deadline, connecting).await {
+            Err(_) => {
+                return Err(StoreError::Unavailable(connect_message(
+                    &self.config,
+                    "no answer in time",
+                )))
+            }
+            Ok(Err(e)) => {
+                return Err(StoreError::Unavailable(connect_message(
+                    &self.config,
+                    &connect_detail(&e),
+                )))
+            }
+            Ok(Ok(pair)) => pair,
+        };
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::warn!(error = %describe(&e), "database connection ended");
+            }
+        });
+        Ok(client)
+    }
+
+    /// Writes `rows`, isolating rows the database refuses for their data: a failed statement is
+    /// split in halves until the offending rows stand alone (about log2(n) extra round trips per
+    /// bad row). With `stop_at_first_failure` (FIFO queues), rows after the first failure are
+    /// held back. Rows not confirmed before `deadline` are reported as failures, never as stored.
+    ///
+    /// Returns an error only when nothing more can be done for the batch now: the database is
+    /// gone even after one reconnect, or refuses the statement itself.
+    pub async fn write(
+        &mut self,
+        rows: &[LoginRow],
+        deadline: Instant,
+        stop_at_first_failure: bool,
+    ) -> Result<WriteReport, StoreError> {
+        let mut report = WriteReport::default();
+        // Ranges still to write, the next one on top; left halves go first to keep order.
+        let mut pending: Vec<Range<usize>> = vec![0..rows.len()];
+        let mut reconnected = false;
+        while let Some(range) = pending.pop() {
+            if range.is_empty() {
+                continue;
+            }
+            if stop_at_first_failure && !report.failures.is_empty() {
+                report.failures.extend(fail_all(&rows[range], FIFO_STOPPED));
+                continue;
+            }
+            if Instant::now() >= deadline {
+                report
+                    .failures
+                    .extend(fail_all(&rows[range], NOT_CONFIRMED));
+                continue;
+            }
+            match self.insert(&rows[range.clone()], deadline).await {
+                Ok(inserted) => {
+                    report.inserted += inserted;
+                    report.already_stored += range.len() - inserted;
+                }
+                Err(Attempt::Deadline) => {
+                    // The statement may still commit on the server; reporting it failed is safe
+                    // because message_id makes the redelivered insert a no-op.
+                    self.disconnect();
+                    report
+                        .failures
+                        .extend(fail_all(&rows[range], NOT_CONFIRMED));
+                }
+                Err(Attempt::Unreachable(e)) => return Err(e),
+                Err(Attempt::Failed(e)) => match classify(&e) {
+                    ErrorKind::RowData if range.len() == 1 => report.failures.push(Failure {
+                        message_id: rows[range.start].message_id.clone(),
+                        reason: format!("the database refused the row ({})", describe(&e)),
+                    }),
+                    ErrorKind::RowData => {
+                        let middle = range.start + range.len() / 2;
+                        pending.push(middle..range.end);
+                        pending.push(range.start..middle);
+                    }
+                    ErrorKind::Transient if !reconnected => {
+                        tracing::warn!(error = %describe(&e), "database error; reconnecting once");
+                        reconnected = true;
+                        self.disconnect();
+                        pending.push(range);
+                    }
+                    ErrorKind::Transient => return Err(StoreError::Unavailable(describe(&e))),
+                    ErrorKind::Fatal => return Err(StoreError::Database(describe(&e))),
+                },
+            }
+        }
+        Ok(report)
+    }
+
+    /// One INSERT of `rows`; returns how many were new.
+    async fn insert(&mut self, rows: &[LoginRow], deadline: Instant) -> Result<usize, Attempt> {
+        let (client, insert) = self
+            .prepared(deadline)
+            .await
+            .map_err(Attempt::Unreachable)?;
+        let columns = Columns::of(rows);
+        let params: [&(dyn ToSql + Sync); 8] = [
+            &columns.message_id,
+            &columns.user_id,
+            &columns.device_type,
+            &columns.masked_ip,
+            &columns.masked_device_id,
+            &columns.locale,
+            &columns.app_version,
+            &columns.create_date,
+        ];
+        let query = client.query(insert, &params);
+        match timeout_at(deadline, query).await {
+            Err(_) => Err(Attempt::Deadline),
+            Ok(Err(e)) => Err(Attempt::Failed(e)),
+            Ok(Ok(returned)) => Ok(returned.len()),
+        }
+    }
+}
+
+const NOT_CONFIRMED: &str = "not confirmed: the invocation deadline was reached";
+
+/// How one statement attempt ended, when it did not succeed.
+enum Attempt {
+    Failed(tokio_postgres::Error),
+    Deadline,
+    Unreachable(StoreError),
+}
+
+/// The batch as one array per column, borrowed from the rows (no copies of the strings).
+struct Columns<'a> {
+    message_id: Vec<&'a str>,
+    user_id: Vec<&'a str>,
+    device_type: Vec<&'a str>,
+    masked_ip: Vec<&'a str>,
+    masked_device_id: Vec<&'a str>,
+    locale: Vec<Option<&'a str>>,
+    app_version: Vec<i32>,
+    create_date: Vec<time::Date>,
+}
+
+impl<'a> Columns<'a> {
+    fn of(rows: &'a [LoginRow]) -> Self {
+        Columns {
+            message_id: rows.iter().map(|r| r.message_id.as_str()).collect(),
+            user_id: rows.iter().map(|r| r.user_id.as_str()).collect(),
+            device_type: rows.iter().map(|r| r.device_type.as_str()).collect(),
+            masked_ip: rows.iter().map(|r| r.masked_ip.as_str()).collect(),
+            masked_device_id: rows.iter().map(|r| r.masked_device_id.as_str()).collect(),
+            locale: rows.iter().map(|r| r.locale.as_deref()).collect(),
+            app_version: rows.iter().map(|r| r.app_version).collect(),
+            create_date: rows.iter().map(|r| r.create_date).collect(),
+        }
+    }
+}
+
+fn fail_all<'a>(rows: &'a [LoginRow], reason: &'a str) -> impl Iterator<Item = Failure> + 'a {
+    rows.iter().map(move |row| Failure {
+        message_id: row.message_id.clone(),
+        reason: reason.to_owned(),
+    })
+}
+
+fn connect_message(config: &DatabaseConfig, detail: &str) -> String {
+    let hosts: Vec<String> = config
+        .connection
+        .get_hosts()
+        .iter()
+        .map(|host| match host {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            #[cfg(unix)]
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .collect();
+    let ports: Vec<String> = config
+        .connection
+        .get_ports()
+        .iter()
+        .map(u16::to_string)
+        .collect();
+    format!(
+        "could not connect to PostgreSQL at {}:{} (check DATABASE_URL or the PG* variables): {detail}",
+        hosts.join(","),
+        ports.join(",")
+    )
+}
+
+fn connect_detail(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        // Login errors (bad password, unknown database) are about configuration, not rows.
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => error.to_string(),
+    }
+}
+
+fn prepare_error(error: &tokio_postgres::Error) -> StoreError {
+    const HINT: &str = "apply migrations/*.sql in order (psql -f), or start the function once with AUTO_MIGRATE=true";
+    let missing = [
+        SqlState::UNDEFINED_TABLE,
+        SqlState::UNDEFINED_COLUMN,
+        SqlState::INVALID_COLUMN_REFERENCE,
+    ];
+    match error.code() {
+        Some(code) if missing.contains(code) => StoreError::Schema(format!(
+            "table user_logins is missing, or lacks message_id and its unique index ({}): {HINT}",
+            describe(error)
+        )),
+        Some(code) if code == &SqlState::INSUFFICIENT_PRIVILEGE => StoreError::Schema(format!(
+            "the database role may not INSERT into user_logins ({}): GRANT SELECT, INSERT ON user_logins TO <role>",
+            describe(error)
+        )),
+        _ if classify(error) == ErrorKind::Transient => StoreError::Unavailable(describe(error)),
+        _ => StoreError::Database(describe(error)),
+    }
+}
+
+fn tls_connector(config: &DatabaseConfig) -> Result<MakeTlsConnector, StoreError> {
+    let mut builder = TlsConnector::builder();
+    match config.ssl_mode {
+        // libpq does not check the certificate in these modes; neither do we.
+        SslMode::Disable | SslMode::Prefer | SslMode::Require => {
+            builder
+                .danger_accept_invalid_certs(true)
+                .danger_accept_invalid_hostnames(true);
+        }
+        SslMode::VerifyCa => {
+            builder.danger_accept_invalid_hostnames(true);
+        }
+        SslMode::VerifyFull => {}
+    }
+    if let Some(path) = &config.root_cert {
+        let pem = fs::read(path).map_err(|e| {
+            StoreError::Tls(format!("cannot read sslrootcert {}: {e}", path.display()))
+        })?;
+        for certificate in pem_certificates(&pem) {
+            let certificate = Certificate::from_pem(&certificate).map_err(|e| {
+                StoreError::Tls(format!(
+                    "sslrootcert {} is not a PEM certificate: {e}",
+                    path.display()
+                ))
+            })?;
+            builder.add_root_certificate(certificate);
+        }
+    }
+    let connector = builder
+        .build()
+        .map_err(|e| StoreError::Tls(e.to_string()))?;
+    Ok(MakeTlsConnector::new(connector))
+}
+
+/// Splits a PEM bundle (such as the RDS CA bundle) into single certificates.
+fn pem_certificates(pem: &[u8]) -> Vec<Vec<u8>> {
+    const END: &str = "-----END CERTIFICATE-----";
+    let text = String::from_utf8_lossy(pem);
+    text.split_inclusive(END)
+        .filter(|chunk| chunk.contains("-----BEGIN CERTIFICATE-----"))
+        .map(|chunk| chunk.trim().as_bytes().to_vec())
+        .collect()
+}
