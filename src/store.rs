@@ -256,7 +256,8 @@ impl Store {
     ) -> Result<WriteReport, StoreError> {
         let mut report = WriteReport::default();
         // Ranges still to write, the next one on top; left halves go first to keep order.
-        let mut pending: Vec<Range<usize>> = vec![0..rows.len()];
+        let mut pending: Vec<Range<usize>> = Vec::with_capacity(8);
+        pending.push(0..rows.len());
         let mut reconnected = false;
         while let Some(range) = pending.pop() {
             if range.is_empty() {
