@@ -69,7 +69,7 @@ impl Processor {
         &self,
         event: LambdaEvent<SqsEvent>,
     ) -> Result<SqsBatchResponse, HandlerError> {
-        let deadline = instant_before(event.context.deadline());
+        let deadline = deadline_of(event.context.deadline);
         let outcome = self.process(&event.payload.records, deadline).await?;
         Ok(outcome.response())
     }
@@ -118,11 +118,54 @@ impl Processor {
     }
 }
 
-/// Lambda's wall-clock deadline as a monotonic instant, minus the margin we keep for answering.
-/// A deadline in the past (or none, as in hand-made contexts) leaves no time for the database.
-fn instant_before(deadline: SystemTime) -> Instant {
-    let remaining = deadline
-        .duration_since(SystemTime::now())
-        .unwrap_or_default();
+/// Deadlines below this (in ms) cannot be wall-clock times (they fall in January 1970).
+const EPOCH_MS_FLOOR: u64 = 1_000_000_000_000;
+
+/// Lambda's deadline (`Lambda-Runtime-Deadline-Ms`) as a monotonic instant, minus the margin we
+/// keep for answering. Lambda sends milliseconds since the epoch; cargo-lambda's emulator sends
+/// the function timeout itself (600000), so a value too small to be a date is read as a duration.
+pub fn deadline_of(deadline_ms: u64) -> Instant {
+    let remaining = if deadline_ms < EPOCH_MS_FLOOR {
+        Duration::from_millis(deadline_ms)
+    } else {
+        let deadline = SystemTime::UNIX_EPOCH + Duration::from_millis(deadline_ms);
+        deadline
+            .duration_since(SystemTime::now())
+            .unwrap_or_default()
+    };
     Instant::now() + remaining.saturating_sub(DEADLINE_MARGIN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_lambda_deadlines_as_wall_clock_times() {
+        let in_three_seconds = SystemTime::now() + Duration::from_secs(3);
+        let ms = in_three_seconds
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let left = deadline_of(ms).saturating_duration_since(Instant::now());
+        assert!(
+            left > Duration::from_millis(2_000) && left <= Duration::from_millis(2_500),
+            "{left:?}"
+        );
+    }
+
+    #[test]
+    fn reads_emulator_timeouts_as_durations() {
+        let left = deadline_of(600_000).saturating_duration_since(Instant::now());
+        assert!(
+            left > Duration::from_secs(590) && left <= Duration::from_secs(600),
+            "{left:?}"
+        );
+    }
+
+    #[test]
+    fn a_past_deadline_leaves_no_time() {
+        let left = deadline_of(EPOCH_MS_FLOOR).saturating_duration_since(Instant::now());
+        assert_eq!(left, Duration::ZERO);
+    }
 }

@@ -1,0 +1,15 @@
+# The two commands of the README, and a few more for day-to-day work.
+.PHONY: demo test lint build
+
+demo:  ## run the main job: throw-away Postgres, the function under cargo lambda watch, sample events
+	bash scripts/demo.sh
+
+test:  ## set up and pass every test
+	bash scripts/test.sh
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --all-targets --all-features -- -D warnings
+
+build:  ## the deployable zip: target/lambda/login-etl/bootstrap.zip
+	bash -c 'source scripts/lib.sh && ensure_cargo_lambda && cargo lambda build --release --arm64 --output-format zip'

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# `make test`: sets up and runs every test, on a fresh machine too. It installs what it needs
+# (cargo-lambda in .venv), starts a throw-away PostgreSQL unless DATABASE_URL is given, and
+# stops everything it started.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+
+step "format and lint"
+cargo fmt --all -- --check
+cargo clippy --all-targets --all-features -- -D warnings
+
+step "set up: PostgreSQL, cargo-lambda"
+ensure_postgres
+ensure_cargo_lambda
+
+step "migrations apply twice with psql"
+for _ in 1 2; do
+  for file in migrations/*.sql; do
+    PGOPTIONS="--client-min-messages=warning" psql -X -q -v ON_ERROR_STOP=1 "$DATABASE_URL" -f "$file"
+  done
+done
+
+step "build the Lambda binary"
+cargo build --bin login-etl
+
+step "tests (unit, PostgreSQL integration, Lambda runtime emulator)"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --all-features --no-fail-fast
+else
+  cargo test --all-features --no-fail-fast
+fi

@@ -1,0 +1,285 @@
+//! Test helpers: a fresh, migrated database per test on a real PostgreSQL, SQS events as Lambda
+//! delivers them, an independent HMAC, and a TCP proxy that can cut the database off.
+#![allow(dead_code)] // each test file uses a different part of this module
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use hmac::{Hmac, KeyInit, Mac};
+use login_etl::config::DatabaseConfig;
+use login_etl::handler::Processor;
+use login_etl::mask::Masker;
+use login_etl::store::{Store, MIGRATIONS};
+use serde_json::json;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_postgres::{Client, NoTls};
+
+pub const KEY: &str = "test-masking-key-0123456789abcdef-not-for-production";
+
+/// A login body as producers send it.
+pub const GOOD_BODY: &str = r#"{"user_id": "424cdd21-063a-43a7-b91b-7ca1a833afae", "app_version": "2.3.0", "device_type": "android", "ip": "199.172.111.135", "locale": "RU", "device_id": "593-47-5928"}"#;
+
+/// The server tests may create databases on: `make test` starts one and sets DATABASE_URL.
+pub fn admin_url() -> String {
+    std::env::var("DATABASE_URL").expect(
+        "DATABASE_URL must point at a PostgreSQL server where tests may create databases; \
+         `make test` starts a throw-away one and sets it",
+    )
+}
+
+/// A database of its own for one test, created and migrated on the test server.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        let db = Self::empty().await;
+        let client = db.client().await;
+        for (_, sql) in MIGRATIONS {
+            client.batch_execute(sql).await.expect("migration applies");
+        }
+        db
+    }
+
+    /// A fresh database without the schema.
+    pub async fn empty() -> TestDb {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let name = format!(
+            "test_{}_{}_{}",
+            std::process::id(),
+            nanos,
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let admin = connect(&admin_url()).await;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create test database");
+        let url = with_database(&admin_url(), &name);
+        TestDb { name, url }
+    }
+
+    pub async fn client(&self) -> Client {
+        connect(&self.url).await
+    }
+
+    pub fn config(&self) -> DatabaseConfig {
+        DatabaseConfig::from_url(&self.url).expect("test URL parses")
+    }
+
+    /// A processor like the Lambda's, on this database.
+    pub async fn processor(&self) -> Processor {
+        processor_on(self.config()).await
+    }
+
+    pub async fn count(&self) -> i64 {
+        self.client()
+            .await
+            .query_one("SELECT count(*) FROM user_logins", &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+
+    pub async fn stored_message_ids(&self) -> Vec<String> {
+        let rows = self
+            .client()
+            .await
+            .query("SELECT message_id FROM user_logins WHERE message_id IS NOT NULL ORDER BY message_id", &[])
+            .await
+            .unwrap();
+        rows.iter().map(|r| r.get(0)).collect()
+    }
+
+    pub async fn drop_database(self) {
+        let admin = connect(&admin_url()).await;
+        admin
+            .batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .await
+            .expect("drop test database");
+    }
+}
+
+pub async fn processor_on(config: DatabaseConfig) -> Processor {
+    let mut store = Store::connect(config, in_seconds(10))
+        .await
+        .expect("store connects");
+    store
+        .check_schema(in_seconds(10))
+        .await
+        .expect("schema is in place");
+    Processor::new(Masker::new(KEY.as_bytes()).unwrap(), store)
+}
+
+pub fn in_seconds(seconds: u64) -> Instant {
+    Instant::now() + Duration::from_secs(seconds)
+}
+
+pub async fn connect(url: &str) -> Client {
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .expect("connect to test PostgreSQL");
+    tokio::spawn(connection);
+    client
+}
+
+/// The same URL pointing at another database (and keeping its query string).
+pub fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let authority_end = base.find("://").map_or(0, |i| i + 3);
+    let path_start = base[authority_end..]
+        .find('/')
+        .map_or(base.len(), |i| authority_end + i);
+    let mut out = format!("{}/{database}", &base[..path_start]);
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
+}
+
+/// HMAC-SHA256 computed here, apart from the crate's Masker, to check masks independently.
+pub fn expected_mask(canonical: &str) -> String {
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(KEY.as_bytes()).unwrap();
+    mac.update(canonical.as_bytes());
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A record exactly as the SQS event source mapping delivers it.
+pub fn sqs_record(message_id: &str, body: &str) -> SqsMessage {
+    sqs_record_on("login-queue", message_id, body)
+}
+
+pub fn sqs_record_on(queue: &str, message_id: &str, body: &str) -> SqsMessage {
+    let value = json!({
+        "messageId": message_id,
+        "receiptHandle": format!("AQEB{message_id}"),
+        "body": body,
+        "attributes": {
+            "ApproximateReceiveCount": "1",
+            "SentTimestamp": "1732540000000",
+            "SenderId": "AIDAIENQZJOLO23YVJ4VO",
+            "ApproximateFirstReceiveTimestamp": "1732540000100"
+        },
+        "messageAttributes": {},
+        "md5OfBody": "7b270e59b47ff90a553787216d55d91d",
+        "eventSource": "aws:sqs",
+        "eventSourceARN": format!("arn:aws:sqs:us-east-1:000000000000:{queue}"),
+        "awsRegion": "us-east-1"
+    });
+    serde_json::from_value(value).expect("valid SQS record")
+}
+
+pub fn sqs_event(records: Vec<SqsMessage>) -> SqsEvent {
+    let mut event = SqsEvent::default();
+    event.records = records;
+    event
+}
+
+/// A login body with one field replaced (or removed, with `None`).
+pub fn body_with(field: &str, value: Option<serde_json::Value>) -> String {
+    let mut body: serde_json::Value = serde_json::from_str(GOOD_BODY).unwrap();
+    match value {
+        Some(v) => body[field] = v,
+        None => {
+            body.as_object_mut().unwrap().remove(field);
+        }
+    }
+    body.to_string()
+}
+
+/// A TCP proxy in front of the test PostgreSQL: `cut()` drops every connection and refuses new
+/// ones, as a database that went away would; `restore()` lets connections through again.
+pub struct Proxy {
+    pub port: u16,
+    open: Arc<Mutex<bool>>,
+    links: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    acceptor: JoinHandle<()>,
+}
+
+impl Proxy {
+    pub async fn start(upstream_port: u16) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let open = Arc::new(Mutex::new(true));
+        let links: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let (open_in, links_in) = (open.clone(), links.clone());
+        let acceptor = tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                if !*open_in.lock().unwrap() {
+                    drop(inbound); // refused: closed at once
+                    continue;
+                }
+                let link = tokio::spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(("127.0.0.1", upstream_port)).await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                links_in.lock().unwrap().push(link);
+            }
+        });
+        Proxy {
+            port,
+            open,
+            links,
+            acceptor,
+        }
+    }
+
+    pub fn cut(&self) {
+        *self.open.lock().unwrap() = false;
+        for link in self.links.lock().unwrap().drain(..) {
+            link.abort();
+        }
+    }
+
+    pub fn restore(&self) {
+        *self.open.lock().unwrap() = true;
+    }
+
+    /// The database URL through this proxy.
+    pub fn url_for(&self, db: &TestDb) -> String {
+        let upstream = DatabaseConfig::from_url(&db.url).unwrap();
+        let port = upstream.connection.get_ports()[0];
+        db.url
+            .replace(&format!(":{port}/"), &format!(":{}/", self.port))
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.acceptor.abort();
+    }
+}
+
+/// The port of the test PostgreSQL.
+pub fn server_port() -> u16 {
+    DatabaseConfig::from_url(&admin_url())
+        .unwrap()
+        .connection
+        .get_ports()[0]
+}

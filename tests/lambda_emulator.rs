@@ -1,0 +1,187 @@
+//! The real `login-etl` binary under cargo-lambda's runtime emulator (`cargo lambda watch`),
+//! invoked with `cargo lambda invoke --data-file`, as a user would run it locally.
+
+mod common;
+
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+/// `cargo lambda watch` serving this crate's function; killed when dropped.
+struct Emulator {
+    port: u16,
+    child: std::process::Child,
+}
+
+impl Emulator {
+    fn start(env: &[(&str, &str)]) -> Emulator {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut command = Command::new("cargo");
+        command
+            .args([
+                "lambda",
+                "watch",
+                "--ignore-changes",
+                "-A",
+                "127.0.0.1",
+                "-P",
+                &port.to_string(),
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env_remove("MASKING_KEY")
+            .env_remove("DATABASE_URL")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let child = command
+            .spawn()
+            .expect("cargo-lambda is installed (`make test` installs it)");
+        let emulator = Emulator { port, child };
+        for _ in 0..300 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return emulator;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("cargo lambda watch did not listen on port {port} within 30 s");
+    }
+
+    /// Invokes the function with an event file and returns its JSON response.
+    fn invoke(&self, event: &Value) -> Value {
+        let file = std::env::temp_dir().join(format!(
+            "login-etl-event-{}-{}.json",
+            std::process::id(),
+            self.port
+        ));
+        std::fs::write(&file, event.to_string()).unwrap();
+        let output = Command::new("timeout")
+            .args([
+                "180",
+                "cargo",
+                "lambda",
+                "invoke",
+                "-A",
+                "127.0.0.1",
+                "-P",
+                &self.port.to_string(),
+            ])
+            .args(["login-etl", "--data-file"])
+            .arg(&file)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("cargo lambda invoke runs");
+        std::fs::remove_file(&file).ok();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "invoke failed: {stdout} {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|_| panic!("response is JSON: {stdout}"))
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn event(records: &[(&str, &str)]) -> Value {
+    let records: Vec<Value> = records
+        .iter()
+        .map(|(id, body)| serde_json::to_value(sqs_record(id, body)).unwrap())
+        .collect();
+    json!({ "Records": records })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_lambda_binary_stores_rows_and_reports_failures_under_the_emulator() {
+    let db = TestDb::new().await;
+    let emulator = Emulator::start(&[("DATABASE_URL", &db.url), ("MASKING_KEY", KEY)]);
+    let batch = event(&[
+        ("e-1", GOOD_BODY),
+        ("e-2", r#"{"foo": "oops_wrong_msg_type", "bar": "123"}"#),
+        ("e-3", &body_with("locale", Some(json!(null)))),
+        ("e-4", "not json"),
+    ]);
+
+    let response = tokio::task::block_in_place(|| emulator.invoke(&batch));
+    assert_eq!(
+        response,
+        json!({"batchItemFailures": [{"itemIdentifier": "e-2"}, {"itemIdentifier": "e-4"}]})
+    );
+    let rows = db
+        .client()
+        .await
+        .query("SELECT message_id, masked_ip, masked_device_id, app_version FROM user_logins ORDER BY 1", &[])
+        .await
+        .unwrap();
+    let rows: Vec<(String, String, String, i32)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    let (ip, device) = (
+        expected_mask("199.172.111.135"),
+        expected_mask("593-47-5928"),
+    );
+    assert_eq!(
+        rows,
+        [
+            ("e-1".into(), ip.clone(), device.clone(), 2_003_000),
+            ("e-3".into(), ip, device, 2_003_000)
+        ]
+    );
+
+    // SQS redelivers the whole batch: same answer, no second rows.
+    let again = tokio::task::block_in_place(|| emulator.invoke(&batch));
+    assert_eq!(again, response);
+    assert_eq!(db.count().await, 2);
+    db.drop_database().await;
+}
+
+#[test]
+fn the_binary_refuses_to_start_without_a_masking_key_and_names_it() {
+    let output = Command::new(env!("CARGO_BIN_EXE_login-etl"))
+        .env_clear()
+        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(printed.contains("MASKING_KEY is not set"), "{printed}");
+}
+
+#[test]
+fn the_binary_refuses_a_short_masking_key() {
+    let output = Command::new(env!("CARGO_BIN_EXE_login-etl"))
+        .env_clear()
+        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
+        .env("MASKING_KEY", "too-short")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        printed.contains("MASKING_KEY is invalid: it is 9 bytes; it must be at least 32"),
+        "{printed}"
+    );
+}
