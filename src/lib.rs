@@ -7,6 +7,7 @@
 pub mod batch;
 pub mod config;
 pub mod handler;
+pub mod logging;
 pub mod login;
 pub mod mask;
 pub mod store;

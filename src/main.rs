@@ -14,7 +14,7 @@ const INIT_BUDGET: Duration = Duration::from_secs(8);
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    lambda_runtime::tracing::init_default_subscriber();
+    login_etl::logging::init();
     let processor = match start().await {
         Ok(processor) => processor,
         Err(error) => {
