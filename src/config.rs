@@ -66,6 +66,8 @@ pub struct Config {
     /// Apply the embedded migrations at start-up (local runs and tests); deployed functions
     /// normally run with a role that cannot create tables, so this is off by default.
     pub auto_migrate: bool,
+    /// CloudWatch namespace of the per-batch EMF metrics (`METRICS_NAMESPACE`, default LoginEtl).
+    pub metrics_namespace: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,10 +112,15 @@ impl Config {
                 })
             }
         };
+        let metrics_namespace = lookup("METRICS_NAMESPACE")
+            .map(|n| n.trim().to_owned())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "LoginEtl".to_owned());
         Ok(Config {
             database,
             masker,
             auto_migrate,
+            metrics_namespace,
         })
     }
 }

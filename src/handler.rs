@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use crate::batch::{plan_batch, BatchError, BatchOutcome};
 use crate::mask::Masker;
+use crate::metrics::Emf;
 use crate::store::{Store, StoreError};
 
 /// Time kept back from Lambda's deadline to report failures and answer before being killed.
@@ -54,6 +55,8 @@ pub struct Processor {
     /// Lambda sends one event at a time to an environment, so the lock is never contended; it
     /// is there because the handler only gets a shared reference.
     store: Mutex<Store>,
+    /// Where the per-batch EMF metrics line goes; `None` in tests and tools.
+    metrics: Option<Emf>,
 }
 
 impl Processor {
@@ -61,7 +64,14 @@ impl Processor {
         Processor {
             masker,
             store: Mutex::new(store),
+            metrics: None,
         }
+    }
+
+    /// Also prints one CloudWatch EMF metrics line per batch.
+    pub fn with_metrics(mut self, emf: Emf) -> Self {
+        self.metrics = Some(emf);
+        self
     }
 
     /// The Lambda handler.
@@ -105,13 +115,22 @@ impl Processor {
         for failure in &outcome.failures {
             tracing::warn!(message_id = %failure.message_id, reason = %failure.reason, "message not stored");
         }
+        let duration_ms = started.elapsed().as_secs_f64() * 1e3;
+        if let Some(emf) = &self.metrics {
+            let now_ms = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis();
+            // EMF must be a line of its own on stdout, not wrapped by the log formatter.
+            println!("{}", emf.line(&outcome, duration_ms, now_ms as u64));
+        }
         tracing::info!(
             received = outcome.received,
             stored = outcome.stored,
             duplicates = outcome.duplicates,
             invalid = outcome.invalid,
             failed = outcome.failed,
-            duration_ms = started.elapsed().as_secs_f64() * 1e3,
+            duration_ms,
             "batch processed"
         );
         Ok(outcome)

@@ -10,4 +10,5 @@ pub mod handler;
 pub mod logging;
 pub mod login;
 pub mod mask;
+pub mod metrics;
 pub mod store;

@@ -6,6 +6,7 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{service_fn, LambdaEvent};
 use login_etl::config::Config;
 use login_etl::handler::Processor;
+use login_etl::metrics::Emf;
 use login_etl::store::Store;
 use tokio::time::Instant;
 
@@ -37,5 +38,10 @@ async fn start() -> Result<Processor, lambda_runtime::Error> {
         store.migrate(deadline).await?;
     }
     store.check_schema(deadline).await?;
-    Ok(Processor::new(config.masker, store))
+    let emf = Emf {
+        namespace: config.metrics_namespace,
+        function_name: std::env::var("AWS_LAMBDA_FUNCTION_NAME")
+            .unwrap_or_else(|_| "login-etl".into()),
+    };
+    Ok(Processor::new(config.masker, store).with_metrics(emf))
 }

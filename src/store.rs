@@ -210,6 +210,19 @@ impl Store {
         ))
     }
 
+    /// Sends PostgreSQL a cancel request for whatever the connection is running, bounded so
+    /// it fits in the margin kept before Lambda's deadline.
+    async fn cancel_running_statement(&self) {
+        let Some(client) = &self.client else { return };
+        let token = client.cancel_token();
+        match tokio::time::timeout(CANCEL_TIMEOUT, token.cancel_query(self.tls.clone())).await {
+            Ok(Ok(())) => tracing::warn!("statement cancelled at the invocation deadline"),
+            _ => tracing::warn!(
+                "could not cancel the statement at the deadline; it may still commit"
+            ),
+        }
+    }
+
     fn disconnect(&mut self) {
         self.client = None;
         self.insert = None;
@@ -279,8 +292,9 @@ impl Store {
                     report.already_stored += range.len() - inserted;
                 }
                 Err(Attempt::Deadline) => {
-                    // The statement may still commit on the server; reporting it failed is safe
-                    // because message_id makes the redelivered insert a no-op.
+                    // Ask the server to stop the statement. If it commits anyway, reporting the
+                    // rows failed is still safe: message_id makes the redelivered insert a no-op.
+                    self.cancel_running_statement().await;
                     self.disconnect();
                     report
                         .failures
@@ -336,6 +350,9 @@ impl Store {
         }
     }
 }
+
+/// How long a cancel request may take; well inside the handler's deadline margin.
+const CANCEL_TIMEOUT: Duration = Duration::from_millis(300);
 
 const NOT_CONFIRMED: &str = "not confirmed: the invocation deadline was reached";
 
