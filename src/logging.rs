@@ -23,7 +23,9 @@ pub fn filter(level_setting: Option<&str>) -> EnvFilter {
 
 /// Installs the global subscriber, writing to stdout as Lambda expects.
 pub fn init() {
-    let level = std::env::var("AWS_LAMBDA_LOG_LEVEL").or_else(|_| std::env::var("RUST_LOG")).ok();
+    let level = std::env::var("AWS_LAMBDA_LOG_LEVEL")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .ok();
     let json = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter(level.as_deref()))
@@ -43,10 +45,18 @@ mod tests {
 
     #[test]
     fn the_database_driver_never_logs_below_info() {
-        for setting in ["debug", "trace", "tokio_postgres=trace", "login_etl=debug,tokio_postgres=debug"] {
+        for setting in [
+            "debug",
+            "trace",
+            "tokio_postgres=trace",
+            "login_etl=debug,tokio_postgres=debug",
+        ] {
             let text = filter(Some(setting)).to_string();
             assert!(text.contains("tokio_postgres=info"), "{setting}: {text}");
-            assert!(!text.contains("tokio_postgres=debug") && !text.contains("tokio_postgres=trace"), "{text}");
+            assert!(
+                !text.contains("tokio_postgres=debug") && !text.contains("tokio_postgres=trace"),
+                "{text}"
+            );
         }
     }
 }
