@@ -25,8 +25,17 @@ step "build the Lambda binary"
 cargo build --bin login-etl
 
 step "tests (unit, PostgreSQL integration, Lambda runtime emulator)"
+# Every log line the function writes during the suite is kept here and scanned for PII below.
+LOGIN_ETL_LOG_DIR="$(mktemp -d "${TMPDIR:-/tmp}/login-etl-logs.XXXXXX")"
+export LOGIN_ETL_LOG_DIR
+on_exit "rm -rf \"$LOGIN_ETL_LOG_DIR\""
+tests_status=0
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --all-features --no-fail-fast
+  cargo nextest run --all-features --no-fail-fast || tests_status=$?
 else
-  cargo test --all-features --no-fail-fast
+  cargo test --all-features --no-fail-fast || tests_status=$?
 fi
+
+step "no PII in any captured log line"
+python3 scripts/scan_logs_for_pii.py "$LOGIN_ETL_LOG_DIR" events/*.json tests/*.rs tests/common/*.rs
+exit "$tests_status"

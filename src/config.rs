@@ -140,6 +140,27 @@ fn masker_from(lookup: &impl Fn(&str) -> Option<String>) -> Result<Masker, Confi
 }
 
 impl DatabaseConfig {
+    /// Joins the connection settings with the TLS mode, telling tokio-postgres whether TLS is
+    /// off, optional or mandatory (it would otherwise fall back to plain TCP even for
+    /// verify-full when the server offers no TLS).
+    pub fn new(
+        mut connection: tokio_postgres::Config,
+        ssl_mode: SslMode,
+        root_cert: Option<PathBuf>,
+    ) -> Self {
+        use tokio_postgres::config::SslMode as Negotiation;
+        connection.ssl_mode(match ssl_mode {
+            SslMode::Disable => Negotiation::Disable,
+            SslMode::Prefer => Negotiation::Prefer,
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => Negotiation::Require,
+        });
+        DatabaseConfig {
+            connection,
+            ssl_mode,
+            root_cert,
+        }
+    }
+
     pub fn from_lookup(lookup: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         match lookup("DATABASE_URL").filter(|url| !url.trim().is_empty()) {
             Some(url) => Self::from_url(url.trim()),
@@ -175,11 +196,7 @@ impl DatabaseConfig {
                     "{e} (expected postgres://user:password@host:port/dbname?sslmode=require)"
                 ),
             })?;
-        Ok(DatabaseConfig {
-            connection,
-            ssl_mode,
-            root_cert,
-        })
+        Ok(DatabaseConfig::new(connection, ssl_mode, root_cert))
     }
 
     fn from_pg_variables(lookup: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
@@ -209,11 +226,11 @@ impl DatabaseConfig {
             Some(mode) => SslMode::parse("PGSSLMODE", &mode)?,
             None => SslMode::Prefer,
         };
-        Ok(DatabaseConfig {
+        Ok(DatabaseConfig::new(
             connection,
             ssl_mode,
-            root_cert: get("PGSSLROOTCERT").map(PathBuf::from),
-        })
+            get("PGSSLROOTCERT").map(PathBuf::from),
+        ))
     }
 }
 
@@ -250,6 +267,21 @@ mod tests {
         assert_eq!(db.connection.get_dbname(), Some("logins"));
         assert_eq!(db.connection.get_application_name(), Some("etl"));
         assert!(!c.auto_migrate);
+    }
+
+    #[test]
+    fn tls_is_mandatory_from_require_upwards() {
+        use tokio_postgres::config::SslMode as Negotiation;
+        for (mode, negotiation) in [
+            ("disable", Negotiation::Disable),
+            ("prefer", Negotiation::Prefer),
+            ("require", Negotiation::Require),
+            ("verify-ca", Negotiation::Require),
+            ("verify-full", Negotiation::Require),
+        ] {
+            let db = DatabaseConfig::from_url(&format!("postgres://u@h/d?sslmode={mode}")).unwrap();
+            assert_eq!(db.connection.get_ssl_mode(), negotiation, "{mode}");
+        }
     }
 
     #[test]

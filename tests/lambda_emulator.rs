@@ -37,8 +37,10 @@ impl Emulator {
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .env_remove("MASKING_KEY")
             .env_remove("DATABASE_URL")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            // DEBUG on purpose: even then no PII may appear (make test scans these logs).
+            .env("RUST_LOG", "debug")
+            .stdout(log_sink(port))
+            .stderr(log_sink(port));
         for (name, value) in env {
             command.env(name, value);
         }
@@ -94,6 +96,23 @@ impl Drop for Emulator {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The function's output goes to LOGIN_ETL_LOG_DIR (scanned for PII by `make test`), if set.
+fn log_sink(port: u16) -> Stdio {
+    match std::env::var("LOGIN_ETL_LOG_DIR") {
+        Ok(dir) => {
+            let path = std::path::Path::new(&dir)
+                .join(format!("emulator-{port}-{}.log", std::process::id()));
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .unwrap();
+            Stdio::from(file)
+        }
+        Err(_) => Stdio::null(),
     }
 }
 

@@ -49,6 +49,7 @@ impl TestDb {
 
     /// A fresh database without the schema.
     pub async fn empty() -> TestDb {
+        capture_logs();
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -282,4 +283,107 @@ pub fn server_port() -> u16 {
         .unwrap()
         .connection
         .get_ports()[0]
+}
+
+/// A PostgreSQL cluster of a test's own (for restarts and TLS), started with scripts/pg.sh.
+pub struct PrivateServer {
+    pub dir: String,
+    pub bin: String,
+    pub port: u16,
+    pub url: String,
+}
+
+impl PrivateServer {
+    /// `extra_options` are passed to the server, e.g. `-c ssl=on`.
+    pub fn start(extra_options: &str) -> PrivateServer {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pg.sh");
+        let output = std::process::Command::new("bash")
+            .args([script, "start"])
+            .env("PG_EXTRA_OPTS", extra_options)
+            .output()
+            .expect("scripts/pg.sh runs");
+        assert!(
+            output.status.success(),
+            "pg.sh start failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let exports = String::from_utf8(output.stdout).unwrap();
+        let value = |name: &str| -> String {
+            exports
+                .split_whitespace()
+                .find_map(|word| word.strip_prefix(&format!("{name}=")))
+                .unwrap_or_else(|| panic!("pg.sh printed no {name}: {exports}"))
+                .to_owned()
+        };
+        PrivateServer {
+            dir: value("PG_TEST_DIR"),
+            bin: value("PG_BIN"),
+            port: value("PGPORT").parse().unwrap(),
+            url: value("DATABASE_URL"),
+        }
+    }
+
+    /// Runs pg_ctl as the cluster's owner: `pg_ctl(&["restart", "-m", "fast"])`.
+    pub fn pg_ctl(&self, args: &[&str]) {
+        let pg_ctl = format!("{}/pg_ctl", self.bin);
+        let data = format!("{}/data", self.dir);
+        let mut command = if is_root() {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--", &pg_ctl]);
+            c
+        } else {
+            std::process::Command::new(&pg_ctl)
+        };
+        let status = command
+            .args(["-D", &data, "-w", "-l", &format!("{}/server.log", self.dir)])
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "pg_ctl {args:?} failed");
+    }
+}
+
+impl Drop for PrivateServer {
+    fn drop(&mut self) {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pg.sh");
+        let _ = std::process::Command::new("bash")
+            .args([script, "stop", &self.dir])
+            .status();
+    }
+}
+
+pub fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// Sends this test process's logs (at DEBUG, through the function's own filter) to a file in
+/// `LOGIN_ETL_LOG_DIR`, which `make test` scans for PII after the suite. Without the variable,
+/// logs go nowhere unless `TEST_LOG` is set (then to stderr).
+pub fn capture_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let filter = || login_etl::logging::filter(Some("debug"));
+        if let Ok(dir) = std::env::var("LOGIN_ETL_LOG_DIR") {
+            let exe = std::env::current_exe().unwrap();
+            let name = exe.file_name().unwrap().to_string_lossy().into_owned();
+            let path =
+                std::path::Path::new(&dir).join(format!("{name}-{}.log", std::process::id()));
+            let file = std::fs::File::create(path).expect("log file in LOGIN_ETL_LOG_DIR");
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter())
+                .with_writer(Mutex::new(file))
+                .with_ansi(false)
+                .try_init();
+        } else if std::env::var_os("TEST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter())
+                .with_test_writer()
+                .try_init();
+        }
+    });
 }

@@ -1,0 +1,255 @@
+//! Faults and limits against real PostgreSQL servers: restarts between and during invocations,
+//! a statement that outlives the deadline, a 10,000-record batch, and a least-privilege role.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use login_etl::batch::BatchOutcome;
+use login_etl::config::DatabaseConfig;
+use serde_json::json;
+use tokio::time::Instant;
+
+fn batch(prefix: &str, n: usize) -> Vec<aws_lambda_events::event::sqs::SqsMessage> {
+    (0..n)
+        .map(|i| sqs_record(&format!("{prefix}-{i:05}"), GOOD_BODY))
+        .collect()
+}
+
+fn failed_ids(outcome: &BatchOutcome) -> Vec<String> {
+    outcome
+        .failures
+        .iter()
+        .map(|f| f.message_id.clone())
+        .collect()
+}
+
+/// A migrated database on a private server, so the test may restart that server.
+async fn private_db(server: &PrivateServer) -> (String, tokio_postgres::Client) {
+    let client = connect(&server.url).await;
+    for (_, sql) in login_etl::store::MIGRATIONS {
+        client.batch_execute(sql).await.unwrap();
+    }
+    (server.url.clone(), client)
+}
+
+async fn count(url: &str) -> i64 {
+    connect(url)
+        .await
+        .query_one("SELECT count(*) FROM user_logins", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn the_function_recovers_from_a_restart_between_invocations() {
+    capture_logs();
+    let server = PrivateServer::start("");
+    let (url, _) = private_db(&server).await;
+    let processor = processor_on(DatabaseConfig::from_url(&url).unwrap()).await;
+    assert_eq!(
+        processor
+            .process(&batch("before", 10), in_seconds(10))
+            .await
+            .unwrap()
+            .stored,
+        10
+    );
+
+    server.pg_ctl(&["restart", "-m", "fast"]);
+
+    // Same processor, same execution environment: no cold start, one reconnect.
+    let outcome = processor
+        .process(&batch("after", 10), in_seconds(10))
+        .await
+        .unwrap();
+    assert_eq!((outcome.stored, outcome.failures.len()), (10, 0));
+    assert_eq!(count(&url).await, 20);
+}
+
+#[tokio::test]
+async fn a_restart_during_an_invocation_loses_and_duplicates_nothing() {
+    capture_logs();
+    let server = PrivateServer::start("");
+    let (url, blocker) = private_db(&server).await;
+    let processor = processor_on(DatabaseConfig::from_url(&url).unwrap()).await;
+    let records = batch("during", 200);
+
+    // Hold a lock so the insert is in flight on the server when it goes down.
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE user_logins IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let invocation = processor.process(&records, in_seconds(20));
+    let restart = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::task::spawn_blocking({
+            let (bin, dir) = (server.bin.clone(), server.dir.clone());
+            move || restart_immediately(&bin, &dir)
+        })
+        .await
+        .unwrap();
+    };
+    let (result, ()) = tokio::join!(invocation, restart);
+
+    // Either the reconnect found the server back and stored the batch, or the handler failed
+    // the whole batch for a retry. Never a partial success.
+    match result {
+        Ok(outcome) => assert_eq!((outcome.stored, outcome.failures.len()), (200, 0)),
+        Err(error) => {
+            assert!(error.to_string().contains("retried"), "{error}");
+            let retry = processor.process(&records, in_seconds(20)).await.unwrap();
+            assert_eq!(retry.stored + retry.duplicates, 200);
+        }
+    }
+    assert_eq!(count(&url).await, 200, "every message exactly once");
+}
+
+fn restart_immediately(bin: &str, dir: &str) {
+    let server = PrivateServer {
+        dir: dir.into(),
+        bin: bin.into(),
+        port: 0,
+        url: String::new(),
+    };
+    server.pg_ctl(&["restart", "-m", "immediate"]);
+    std::mem::forget(server); // the test's own handle stops the cluster
+}
+
+#[tokio::test]
+async fn a_statement_past_the_deadline_is_cancelled_and_reported_not_stored() {
+    let db = TestDb::new().await;
+    let processor = db.processor().await;
+    let blocker = db.client().await;
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE user_logins IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+
+    let deadline = Instant::now() + Duration::from_millis(800);
+    let outcome = processor
+        .process(&batch("late", 5), deadline)
+        .await
+        .unwrap();
+    assert_eq!(failed_ids(&outcome).len(), 5);
+    assert!(
+        outcome
+            .failures
+            .iter()
+            .all(|f| f.reason.contains("deadline")),
+        "{:?}",
+        outcome.failures
+    );
+    assert_eq!(outcome.stored, 0);
+
+    blocker.batch_execute("COMMIT").await.unwrap();
+    // The cancelled statement must not commit behind our back once the lock is gone.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(db.count().await, 0);
+    // The redelivery succeeds on a fresh connection.
+    let retry = processor
+        .process(&batch("late", 5), in_seconds(10))
+        .await
+        .unwrap();
+    assert_eq!(retry.stored, 5);
+    db.drop_database().await;
+}
+
+#[tokio::test]
+async fn a_deadline_already_passed_stores_nothing_and_reports_everything() {
+    let db = TestDb::new().await;
+    let processor = db.processor().await;
+    let outcome = processor
+        .process(&batch("gone", 3), Instant::now())
+        .await
+        .unwrap();
+    assert_eq!(
+        failed_ids(&outcome),
+        ["gone-00000", "gone-00001", "gone-00002"]
+    );
+    assert_eq!(db.count().await, 0);
+    db.drop_database().await;
+}
+
+#[tokio::test]
+async fn a_batch_of_ten_thousand_records_with_bad_rows_scattered() {
+    let db = TestDb::new().await;
+    db.client()
+        .await
+        .batch_execute(
+            "ALTER TABLE user_logins ADD CONSTRAINT no_banned_users CHECK (user_id <> 'banned')",
+        )
+        .await
+        .unwrap();
+    let processor = db.processor().await;
+    let banned = body_with("user_id", Some(json!("banned")));
+    let mut records = batch("big", 10_000);
+    for i in [17, 4_321, 9_999] {
+        records[i] = sqs_record(&format!("big-{i:05}"), &banned);
+    }
+    records[5_000] = sqs_record("big-05000", "not json");
+    let outcome = processor.process(&records, in_seconds(60)).await.unwrap();
+    let mut failed = failed_ids(&outcome);
+    failed.sort();
+    assert_eq!(failed, ["big-00017", "big-04321", "big-05000", "big-09999"]);
+    assert_eq!(outcome.stored, 9_996);
+    assert_eq!(db.count().await, 9_996);
+    db.drop_database().await;
+}
+
+#[tokio::test]
+async fn the_function_needs_only_insert_and_select_on_user_logins() {
+    let db = TestDb::new().await;
+    let owner = db.client().await;
+    let role = format!("writer_{}", db.name);
+    owner
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN;
+             REVOKE ALL ON SCHEMA public FROM PUBLIC;
+             GRANT USAGE ON SCHEMA public TO {role};
+             GRANT SELECT, INSERT ON user_logins TO {role};"
+        ))
+        .await
+        .unwrap();
+    let url = db.url.replacen("postgres@", &format!("{role}@"), 1);
+    assert_ne!(url, db.url, "the test URL names the postgres user");
+    let processor = processor_on(DatabaseConfig::from_url(&url).unwrap()).await;
+    let outcome = processor
+        .process(&batch("least", 5), in_seconds(10))
+        .await
+        .unwrap();
+    assert_eq!(outcome.stored, 5);
+    // Redelivery (ON CONFLICT DO NOTHING) works with the same grants.
+    let again = processor
+        .process(&batch("least", 5), in_seconds(10))
+        .await
+        .unwrap();
+    assert_eq!(again.duplicates, 5);
+    // And the role can do nothing more.
+    let writer = connect(&url).await;
+    for forbidden in [
+        "DELETE FROM user_logins",
+        "UPDATE user_logins SET locale = 'x'",
+        "CREATE TABLE t(x int)",
+    ] {
+        let error = writer.batch_execute(forbidden).await.unwrap_err();
+        assert_eq!(
+            error.code(),
+            Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+            "{forbidden}"
+        );
+    }
+    drop(writer);
+    owner
+        .batch_execute(&format!("DROP OWNED BY {role}; "))
+        .await
+        .unwrap();
+    db.drop_database().await;
+    connect(&admin_url())
+        .await
+        .batch_execute(&format!("DROP ROLE {role}"))
+        .await
+        .unwrap();
+}

@@ -1,0 +1,235 @@
+//! TLS towards PostgreSQL with libpq's sslmode meanings, against a server started with ssl=on,
+//! a test CA made here, and a pg_hba.conf that refuses every connection without TLS.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use login_etl::config::DatabaseConfig;
+use login_etl::store::{Store, StoreError};
+
+/// A CA, a server certificate for the name `localhost` only, and an unrelated second CA.
+struct Certificates {
+    dir: PathBuf,
+}
+
+impl Certificates {
+    fn make() -> Certificates {
+        let dir = std::env::temp_dir().join(format!("login-etl-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let openssl = |args: &[&str]| {
+            let output = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .expect("openssl runs");
+            assert!(
+                output.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        };
+        for ca in ["ca", "other-ca"] {
+            openssl(&[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN=login-etl test {ca}"),
+                "-keyout",
+                &format!("{ca}.key"),
+                "-out",
+                &format!("{ca}.pem"),
+            ]);
+        }
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ]);
+        std::fs::write(dir.join("san.ext"), "subjectAltName=DNS:localhost\n").unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.crt",
+        ]);
+        // Only TLS connections are allowed in, so a connection that works proves TLS was used.
+        std::fs::write(
+            dir.join("pg_hba.conf"),
+            "hostssl all all 127.0.0.1/32 trust\nlocal all all trust\n",
+        )
+        .unwrap();
+        if is_root() {
+            // The server runs as the postgres user and insists on owning its key.
+            Command::new("chown")
+                .args(["-R", "postgres"])
+                .arg(&dir)
+                .status()
+                .unwrap();
+        }
+        Command::new("chmod")
+            .args(["600"])
+            .arg(dir.join("server.key"))
+            .status()
+            .unwrap();
+        Command::new("chmod")
+            .args(["755"])
+            .arg(&dir)
+            .status()
+            .unwrap();
+        Certificates { dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+
+    fn server_options(&self) -> String {
+        format!(
+            "-c ssl=on -c ssl_cert_file={} -c ssl_key_file={} -c hba_file={}",
+            self.path("server.crt"),
+            self.path("server.key"),
+            self.path("pg_hba.conf")
+        )
+    }
+}
+
+impl Drop for Certificates {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn url(server: &PrivateServer, host: &str, params: &str) -> String {
+    format!(
+        "postgres://postgres@{host}:{}/login_etl?{params}",
+        server.port
+    )
+}
+
+async fn connects(url: &str) -> Result<(), StoreError> {
+    let config = DatabaseConfig::from_url(url).expect("URL parses");
+    let mut store = Store::connect(config, in_seconds(10)).await?;
+    store.migrate(in_seconds(10)).await?;
+    store.check_schema(in_seconds(10)).await
+}
+
+#[tokio::test]
+async fn sslmode_is_honoured_like_libpq() {
+    let certificates = Certificates::make();
+    let server = PrivateServer::start(&certificates.server_options());
+    let ca = certificates.path("ca.pem");
+    let other_ca = certificates.path("other-ca.pem");
+
+    // verify-full: the right CA and the certificate's host name.
+    connects(&url(
+        &server,
+        "localhost",
+        &format!("sslmode=verify-full&sslrootcert={ca}"),
+    ))
+    .await
+    .unwrap();
+
+    // verify-full refuses a certificate from another CA ...
+    let error = connects(&url(
+        &server,
+        "localhost",
+        &format!("sslmode=verify-full&sslrootcert={other_ca}"),
+    ))
+    .await
+    .unwrap_err();
+    assert!(matches!(error, StoreError::Unavailable(_)), "{error}");
+    // ... and a host name the certificate does not name.
+    connects(&url(
+        &server,
+        "127.0.0.1",
+        &format!("sslmode=verify-full&sslrootcert={ca}"),
+    ))
+    .await
+    .unwrap_err();
+
+    // verify-ca checks the chain but not the name.
+    connects(&url(
+        &server,
+        "127.0.0.1",
+        &format!("sslmode=verify-ca&sslrootcert={ca}"),
+    ))
+    .await
+    .unwrap();
+    connects(&url(
+        &server,
+        "127.0.0.1",
+        &format!("sslmode=verify-ca&sslrootcert={other_ca}"),
+    ))
+    .await
+    .unwrap_err();
+
+    // require and prefer encrypt without checking; disable cannot get in (hostssl only).
+    connects(&url(&server, "127.0.0.1", "sslmode=require"))
+        .await
+        .unwrap();
+    connects(&url(&server, "127.0.0.1", "sslmode=prefer"))
+        .await
+        .unwrap();
+    connects(&url(&server, "127.0.0.1", "sslmode=disable"))
+        .await
+        .unwrap_err();
+}
+
+#[tokio::test]
+async fn verify_full_never_falls_back_to_plain_tcp() {
+    // The shared test server has no TLS at all.
+    let plain = DatabaseConfig::from_url(&admin_url()).unwrap();
+    let port = plain.connection.get_ports()[0];
+    let error = connects(&format!(
+        "postgres://postgres@localhost:{port}/login_etl?sslmode=verify-full"
+    ))
+    .await
+    .unwrap_err();
+    assert!(matches!(error, StoreError::Unavailable(_)), "{error}");
+}
+
+#[tokio::test]
+async fn an_unreadable_root_certificate_is_a_clear_error() {
+    let missing = Path::new("/nonexistent/ca.pem");
+    let config = DatabaseConfig::from_url(&format!(
+        "postgres://u@127.0.0.1:1/d?sslmode=verify-full&sslrootcert={}",
+        missing.display()
+    ))
+    .unwrap();
+    let error = Store::connect(config, in_seconds(5))
+        .await
+        .err()
+        .expect("no connection");
+    assert!(
+        error
+            .to_string()
+            .contains("cannot read sslrootcert /nonexistent/ca.pem"),
+        "{error}"
+    );
+}
