@@ -12,3 +12,4 @@ pub mod login;
 pub mod mask;
 pub mod metrics;
 pub mod store;
+pub mod vault;
