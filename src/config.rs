@@ -4,6 +4,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use crate::mask::{KeyTooShort, Masker};
+use crate::vault::RecoveryKey;
 
 /// How to use TLS towards PostgreSQL, with libpq's meanings of `sslmode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +64,10 @@ impl fmt::Debug for DatabaseConfig {
 pub struct Config {
     pub database: DatabaseConfig,
     pub masker: Masker,
+    /// Stored with every row (`mask_key_id`), so rows masked before a key rotation are known.
+    pub mask_key_id: String,
+    /// With `RECOVERY_KEY` set, every masked value is also sealed into `pii_vault`.
+    pub recovery: Option<RecoveryKey>,
     /// Apply the embedded migrations at start-up (local runs and tests); deployed functions
     /// normally run with a role that cannot create tables, so this is off by default.
     pub auto_migrate: bool,
@@ -100,7 +105,11 @@ impl Config {
 
     /// Reads configuration through `lookup`, so tests need not touch the process environment.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let masker = masker_from(&lookup)?;
+        let masking = masking_key(&lookup, KeySlot::Current)?.ok_or(ConfigError::Missing {
+            variable: "MASKING_KEY",
+            hint: "set it to a secret of at least 32 bytes (e.g. `openssl rand -hex 32`), kept in a secret store",
+        })?;
+        let recovery = recovery_key(&lookup)?;
         let database = DatabaseConfig::from_lookup(&lookup)?;
         let auto_migrate = match lookup("AUTO_MIGRATE").as_deref().map(str::trim) {
             None | Some("") | Some("false") | Some("0") => false,
@@ -118,25 +127,97 @@ impl Config {
             .unwrap_or_else(|| "LoginEtl".to_owned());
         Ok(Config {
             database,
-            masker,
+            masker: masking.masker,
+            mask_key_id: masking.id,
+            recovery,
             auto_migrate,
             metrics_namespace,
         })
     }
 }
 
-fn masker_from(lookup: &impl Fn(&str) -> Option<String>) -> Result<Masker, ConfigError> {
-    let key = lookup("MASKING_KEY").filter(|k| !k.is_empty()).ok_or(ConfigError::Missing {
-        variable: "MASKING_KEY",
-        hint: "set it to a secret of at least 32 bytes (e.g. `openssl rand -hex 32`), kept in a secret store",
+/// The id recorded with rows masked by a key whose id variable is unset.
+pub const DEFAULT_MASK_KEY_ID: &str = "k1";
+/// The id recorded with vault entries sealed by a key whose id variable is unset.
+pub const DEFAULT_RECOVERY_KEY_ID: &str = "r1";
+
+/// Which masking key: the one in use, or the one before a rotation (kept for lookups).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySlot {
+    Current,
+    Previous,
+}
+
+impl KeySlot {
+    fn variables(self) -> (&'static str, &'static str) {
+        match self {
+            KeySlot::Current => ("MASKING_KEY", "MASKING_KEY_ID"),
+            KeySlot::Previous => ("MASKING_KEY_PREVIOUS", "MASKING_KEY_PREVIOUS_ID"),
+        }
+    }
+}
+
+/// A masking key with the id stored in `user_logins.mask_key_id`.
+#[derive(Debug, Clone)]
+pub struct MaskingKey {
+    pub masker: Masker,
+    pub id: String,
+}
+
+/// Reads a masking key and its id; `None` when the key variable is unset.
+pub fn masking_key(
+    lookup: &impl Fn(&str) -> Option<String>,
+    slot: KeySlot,
+) -> Result<Option<MaskingKey>, ConfigError> {
+    let (key_variable, id_variable) = slot.variables();
+    let Some(key) = lookup(key_variable).filter(|k| !k.is_empty()) else {
+        return Ok(None);
+    };
+    let masker = Masker::new(key.as_bytes()).map_err(|KeyTooShort { actual_bytes }| {
+        ConfigError::Invalid {
+            variable: key_variable,
+            why: format!(
+                "it is {actual_bytes} bytes; it must be at least {} (e.g. `openssl rand -hex 32`)",
+                crate::mask::MIN_KEY_BYTES
+            ),
+        }
     })?;
-    Masker::new(key.as_bytes()).map_err(|KeyTooShort { actual_bytes }| ConfigError::Invalid {
-        variable: "MASKING_KEY",
-        why: format!(
-            "it is {actual_bytes} bytes; it must be at least {} (e.g. `openssl rand -hex 32`)",
-            crate::mask::MIN_KEY_BYTES
-        ),
-    })
+    let id = key_id(lookup, id_variable, DEFAULT_MASK_KEY_ID)?;
+    Ok(Some(MaskingKey { masker, id }))
+}
+
+fn key_id(
+    lookup: &impl Fn(&str) -> Option<String>,
+    variable: &'static str,
+    default: &str,
+) -> Result<String, ConfigError> {
+    let id = lookup(variable)
+        .map(|id| id.trim().to_owned())
+        .filter(|id| !id.is_empty());
+    let id = id.unwrap_or_else(|| default.to_owned());
+    if id.chars().count() > 32 {
+        return Err(ConfigError::Invalid {
+            variable,
+            why: "a key id is at most 32 characters".into(),
+        });
+    }
+    Ok(id)
+}
+
+/// Reads `RECOVERY_KEY` (128 hex characters) and `RECOVERY_KEY_ID`; `None` when recovery is off.
+pub fn recovery_key(
+    lookup: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<RecoveryKey>, ConfigError> {
+    let Some(hex) = lookup("RECOVERY_KEY").filter(|k| !k.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let id = key_id(lookup, "RECOVERY_KEY_ID", DEFAULT_RECOVERY_KEY_ID)?;
+    RecoveryKey::from_hex(&id, &hex)
+        .map(Some)
+        .map_err(|why| ConfigError::Invalid {
+            variable: "RECOVERY_KEY",
+            why,
+        })
 }
 
 impl DatabaseConfig {
@@ -337,6 +418,45 @@ mod tests {
             error_of(&[("MASKING_KEY", KEY), url, ("AUTO_MIGRATE", "yes")])
                 .starts_with("AUTO_MIGRATE is invalid")
         );
+    }
+
+    #[test]
+    fn reads_key_ids_and_the_optional_recovery_key() {
+        let url = ("DATABASE_URL", "postgres://u@h/d");
+        let c = config(&[url, ("MASKING_KEY", KEY)]).unwrap();
+        assert_eq!(c.mask_key_id, "k1");
+        assert!(c.recovery.is_none());
+        let hex = "ab".repeat(64);
+        let c = config(&[
+            url,
+            ("MASKING_KEY", KEY),
+            ("MASKING_KEY_ID", "2026-11"),
+            ("RECOVERY_KEY", &hex),
+        ])
+        .unwrap();
+        assert_eq!(c.mask_key_id, "2026-11");
+        assert_eq!(c.recovery.unwrap().id, "r1");
+        let error = error_of(&[url, ("MASKING_KEY", KEY), ("RECOVERY_KEY", "abc")]);
+        assert!(
+            error.starts_with("RECOVERY_KEY is invalid: it must be 128 hex characters"),
+            "{error}"
+        );
+        assert!(!error.contains("abc"), "{error}");
+        let long_id = "i".repeat(33);
+        let error = error_of(&[url, ("MASKING_KEY", KEY), ("MASKING_KEY_ID", &long_id)]);
+        assert!(error.starts_with("MASKING_KEY_ID is invalid"), "{error}");
+    }
+
+    #[test]
+    fn reads_the_previous_masking_key_for_lookups() {
+        let lookup = |name: &str| match name {
+            "MASKING_KEY_PREVIOUS" => Some(KEY.to_string()),
+            "MASKING_KEY_PREVIOUS_ID" => Some("k0".to_string()),
+            _ => None,
+        };
+        let previous = masking_key(&lookup, KeySlot::Previous).unwrap().unwrap();
+        assert_eq!(previous.id, "k0");
+        assert!(masking_key(&lookup, KeySlot::Current).unwrap().is_none());
     }
 
     #[test]

@@ -6,10 +6,13 @@
 
 pub mod batch;
 pub mod config;
+#[cfg(feature = "esm")]
+pub mod esm;
 pub mod handler;
 pub mod logging;
 pub mod login;
 pub mod mask;
 pub mod metrics;
+pub mod recovery;
 pub mod store;
 pub mod vault;
