@@ -11,6 +11,7 @@ use time::{Date, OffsetDateTime};
 
 use crate::login::{LoginEvent, Rejection};
 use crate::mask::Masker;
+use crate::vault::PiiKind;
 
 /// One `user_logins` row, masked and ready to insert.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +24,16 @@ pub struct LoginRow {
     pub locale: Option<String>,
     pub app_version: i32,
     pub create_date: Date,
+    /// Vault entries (AES-SIV of the canonical values) when recovery is on.
+    pub sealed_ip: Option<Vec<u8>>,
+    pub sealed_device_id: Option<Vec<u8>>,
+}
+
+/// The ids of the keys a batch was masked and sealed with, stored beside the rows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyIds {
+    pub mask: String,
+    pub vault: Option<String>,
 }
 
 /// The longest messageId we store (`message_id varchar(128)`); SQS ids are 36-character UUIDs.
@@ -48,6 +59,7 @@ pub struct BatchPlan {
     pub repeated_in_batch: usize,
     /// A FIFO queue: after the first failure nothing later may be stored, or order breaks.
     pub fifo: bool,
+    pub key_ids: KeyIds,
 }
 
 /// A batch we cannot plan at all; the handler returns it as a function error.
@@ -80,6 +92,10 @@ pub fn plan_batch(
         received: records.len(),
         rows: Vec::with_capacity(records.len()),
         fifo: records.first().is_some_and(is_fifo),
+        key_ids: KeyIds {
+            mask: masker.key_id().to_owned(),
+            vault: masker.recovery_key_id().map(str::to_owned),
+        },
         ..BatchPlan::default()
     };
     let mut seen: HashSet<&str> = HashSet::with_capacity(records.len());
@@ -135,12 +151,16 @@ fn row_from(
     let body = record.body.as_deref().unwrap_or("");
     let event = LoginEvent::parse(body).map_err(|r: Rejection| r.to_string())?;
     let create_date = create_date(record, today)?;
+    let masked_ip = masker.mask_ip(event.ip);
+    let masked_device_id = masker.mask_device_id(&event.device_id);
     Ok(LoginRow {
         message_id: message_id.to_owned(),
         user_id: event.user_id.into_owned(),
         device_type: event.device_type.into_owned(),
-        masked_ip: masker.mask_ip(event.ip),
-        masked_device_id: masker.mask_device_id(&event.device_id),
+        sealed_ip: masker.seal(PiiKind::Ip, &masked_ip, event.ip),
+        sealed_device_id: masker.seal(PiiKind::DeviceId, &masked_device_id, &event.device_id),
+        masked_ip,
+        masked_device_id,
         locale: event.locale.map(|l| l.into_owned()),
         app_version: event.app_version.encoded(),
         create_date,

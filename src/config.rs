@@ -63,11 +63,8 @@ impl fmt::Debug for DatabaseConfig {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub database: DatabaseConfig,
+    /// The current masking key with its id and, with `RECOVERY_KEY` set, the vault key.
     pub masker: Masker,
-    /// Stored with every row (`mask_key_id`), so rows masked before a key rotation are known.
-    pub mask_key_id: String,
-    /// With `RECOVERY_KEY` set, every masked value is also sealed into `pii_vault`.
-    pub recovery: Option<RecoveryKey>,
     /// Apply the embedded migrations at start-up (local runs and tests); deployed functions
     /// normally run with a role that cannot create tables, so this is off by default.
     pub auto_migrate: bool,
@@ -105,11 +102,14 @@ impl Config {
 
     /// Reads configuration through `lookup`, so tests need not touch the process environment.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let masking = masking_key(&lookup, KeySlot::Current)?.ok_or(ConfigError::Missing {
+        let masker = masking_key(&lookup, KeySlot::Current)?.ok_or(ConfigError::Missing {
             variable: "MASKING_KEY",
             hint: "set it to a secret of at least 32 bytes (e.g. `openssl rand -hex 32`), kept in a secret store",
         })?;
-        let recovery = recovery_key(&lookup)?;
+        let masker = match recovery_key(&lookup)? {
+            Some(key) => masker.with_recovery(key),
+            None => masker,
+        };
         let database = DatabaseConfig::from_lookup(&lookup)?;
         let auto_migrate = match lookup("AUTO_MIGRATE").as_deref().map(str::trim) {
             None | Some("") | Some("false") | Some("0") => false,
@@ -127,17 +127,13 @@ impl Config {
             .unwrap_or_else(|| "LoginEtl".to_owned());
         Ok(Config {
             database,
-            masker: masking.masker,
-            mask_key_id: masking.id,
-            recovery,
+            masker,
             auto_migrate,
             metrics_namespace,
         })
     }
 }
 
-/// The id recorded with rows masked by a key whose id variable is unset.
-pub const DEFAULT_MASK_KEY_ID: &str = "k1";
 /// The id recorded with vault entries sealed by a key whose id variable is unset.
 pub const DEFAULT_RECOVERY_KEY_ID: &str = "r1";
 
@@ -157,18 +153,11 @@ impl KeySlot {
     }
 }
 
-/// A masking key with the id stored in `user_logins.mask_key_id`.
-#[derive(Debug, Clone)]
-pub struct MaskingKey {
-    pub masker: Masker,
-    pub id: String,
-}
-
 /// Reads a masking key and its id; `None` when the key variable is unset.
 pub fn masking_key(
     lookup: &impl Fn(&str) -> Option<String>,
     slot: KeySlot,
-) -> Result<Option<MaskingKey>, ConfigError> {
+) -> Result<Option<Masker>, ConfigError> {
     let (key_variable, id_variable) = slot.variables();
     let Some(key) = lookup(key_variable).filter(|k| !k.is_empty()) else {
         return Ok(None);
@@ -182,8 +171,8 @@ pub fn masking_key(
             ),
         }
     })?;
-    let id = key_id(lookup, id_variable, DEFAULT_MASK_KEY_ID)?;
-    Ok(Some(MaskingKey { masker, id }))
+    let id = key_id(lookup, id_variable, crate::mask::DEFAULT_KEY_ID)?;
+    Ok(Some(masker.with_key_id(id)))
 }
 
 fn key_id(
@@ -424,8 +413,8 @@ mod tests {
     fn reads_key_ids_and_the_optional_recovery_key() {
         let url = ("DATABASE_URL", "postgres://u@h/d");
         let c = config(&[url, ("MASKING_KEY", KEY)]).unwrap();
-        assert_eq!(c.mask_key_id, "k1");
-        assert!(c.recovery.is_none());
+        assert_eq!(c.masker.key_id(), "k1");
+        assert_eq!(c.masker.recovery_key_id(), None);
         let hex = "ab".repeat(64);
         let c = config(&[
             url,
@@ -434,8 +423,8 @@ mod tests {
             ("RECOVERY_KEY", &hex),
         ])
         .unwrap();
-        assert_eq!(c.mask_key_id, "2026-11");
-        assert_eq!(c.recovery.unwrap().id, "r1");
+        assert_eq!(c.masker.key_id(), "2026-11");
+        assert_eq!(c.masker.recovery_key_id(), Some("r1"));
         let error = error_of(&[url, ("MASKING_KEY", KEY), ("RECOVERY_KEY", "abc")]);
         assert!(
             error.starts_with("RECOVERY_KEY is invalid: it must be 128 hex characters"),
@@ -455,7 +444,7 @@ mod tests {
             _ => None,
         };
         let previous = masking_key(&lookup, KeySlot::Previous).unwrap().unwrap();
-        assert_eq!(previous.id, "k0");
+        assert_eq!(previous.key_id(), "k0");
         assert!(masking_key(&lookup, KeySlot::Current).unwrap().is_none());
     }
 

@@ -100,7 +100,7 @@ impl Processor {
             .store
             .lock()
             .await
-            .write(&plan.rows, deadline, plan.fifo)
+            .write(&plan.rows, &plan.key_ids, deadline, plan.fifo)
             .await;
         let report = written.map_err(|e| {
             tracing::error!(error = %e, received = records.len(), "batch failed; returning an error so it is retried");

@@ -37,7 +37,9 @@ async fn start() -> Result<Processor, lambda_runtime::Error> {
     if config.auto_migrate {
         store.migrate(deadline).await?;
     }
-    store.check_schema(deadline).await?;
+    store
+        .check_schema(deadline, config.masker.recovery_key_id().is_some())
+        .await?;
     let emf = Emf {
         namespace: config.metrics_namespace,
         function_name: std::env::var("AWS_LAMBDA_FUNCTION_NAME")

@@ -10,6 +10,11 @@ use std::net::IpAddr;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
+use crate::vault::{PiiKind, RecoveryKey};
+
+/// The id recorded with rows when `MASKING_KEY_ID` is unset.
+pub const DEFAULT_KEY_ID: &str = "k1";
+
 /// The shortest key we accept: the HMAC-SHA256 output size, so the key is not the weak link.
 pub const MIN_KEY_BYTES: usize = 32;
 
@@ -35,14 +40,24 @@ impl std::error::Error for KeyTooShort {}
 
 /// Masks values with one key. Cheap to share: the keyed HMAC state is computed once and cloned
 /// per value, which skips re-hashing the key for every record.
+///
+/// It also knows the key's id (stored with each row, so rows from before a key rotation can be
+/// told apart) and, when recovery is on, the key that seals a recoverable copy of each value
+/// into the vault (`vault.rs`).
 #[derive(Clone)]
 pub struct Masker {
     keyed: Hmac<Sha256>,
+    key_id: String,
+    recovery: Option<RecoveryKey>,
 }
 
 impl fmt::Debug for Masker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Masker { key: <redacted> }")
+        write!(
+            f,
+            "Masker {{ key: <redacted>, key_id: {:?}, recovery: {:?} }}",
+            self.key_id, self.recovery
+        )
     }
 }
 
@@ -54,7 +69,44 @@ impl Masker {
             });
         }
         let keyed = Hmac::<Sha256>::new_from_slice(key).expect("HMAC accepts keys of any length");
-        Ok(Masker { keyed })
+        Ok(Masker {
+            keyed,
+            key_id: DEFAULT_KEY_ID.to_owned(),
+            recovery: None,
+        })
+    }
+
+    /// Names the key (`MASKING_KEY_ID`); rows record it in `mask_key_id`.
+    pub fn with_key_id(mut self, key_id: impl Into<String>) -> Self {
+        self.key_id = key_id.into();
+        self
+    }
+
+    /// Also seals every value into the vault with `key` (`RECOVERY_KEY`).
+    pub fn with_recovery(mut self, key: RecoveryKey) -> Self {
+        self.recovery = Some(key);
+        self
+    }
+
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    /// The id of the recovery key, when recovery is on.
+    pub fn recovery_key_id(&self) -> Option<&str> {
+        self.recovery.as_ref().map(|key| key.id.as_str())
+    }
+
+    /// The vault entry for a value and its mask; `None` when recovery is off (and then the
+    /// canonical value is not even formatted).
+    pub fn seal(
+        &self,
+        kind: PiiKind,
+        masked: &str,
+        canonical: impl fmt::Display,
+    ) -> Option<Vec<u8>> {
+        let key = self.recovery.as_ref()?;
+        Some(key.seal(kind, masked, &canonical.to_string()))
     }
 
     /// Masks an address in its canonical spelling (as `IpAddr` prints it), so "2001:DB8::1" and
@@ -176,6 +228,10 @@ mod tests {
 
     #[test]
     fn debug_output_hides_the_key() {
-        assert_eq!(format!("{:?}", masker()), "Masker { key: <redacted> }");
+        let debug = format!("{:?}", masker());
+        assert!(
+            debug.starts_with("Masker { key: <redacted>, key_id: \"k1\""),
+            "{debug}"
+        );
     }
 }

@@ -17,7 +17,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
 
-use crate::batch::{Failure, LoginRow, FIFO_STOPPED};
+use crate::batch::{Failure, KeyIds, LoginRow, FIFO_STOPPED};
 use crate::config::{DatabaseConfig, SslMode};
 
 /// The migrations, in the order they are applied (file-name order).
@@ -30,15 +30,70 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "002_app_version_text.sql",
         include_str!("../migrations/002_app_version_text.sql"),
     ),
+    (
+        "003_pii_vault.sql",
+        include_str!("../migrations/003_pii_vault.sql"),
+    ),
 ];
 
-const INSERT_BATCH: &str = "\
-INSERT INTO user_logins
-    (message_id, user_id, device_type, masked_ip, masked_device_id, locale, app_version, create_date)
-SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::varchar[], $5::varchar[],
-                     $6::varchar[], $7::int4[], $8::date[])
+/// The row insert, shared by both statements below (a macro, so `concat!` can join literals).
+macro_rules! insert_rows {
+    () => {
+        "INSERT INTO user_logins
+    (message_id, user_id, device_type, masked_ip, masked_device_id, locale, app_version, create_date,
+     mask_key_id)
+SELECT m, u, d, ip, dev, l, v, c, $9::varchar
+FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::varchar[], $5::varchar[],
+            $6::varchar[], $7::int4[], $8::date[]) AS t(m, u, d, ip, dev, l, v, c)
 ON CONFLICT (message_id) DO NOTHING
-RETURNING message_id";
+RETURNING message_id"
+    };
+}
+
+/// The batch insert when recovery is off: it touches only `user_logins`, so the function's role
+/// needs no grant on the vault.
+const INSERT_ROWS: &str = insert_rows!();
+
+/// The batch insert when recovery is on: the vault entries go in the same statement, hence the
+/// same transaction, as their rows.
+const INSERT_ROWS_AND_VAULT: &str = concat!(
+    "WITH vault AS (
+    INSERT INTO pii_vault (masked_value, kind, key_id, ciphertext)
+    SELECT masked, kind, $12::varchar, sealed
+    FROM (SELECT masked, 'ip' AS kind, sealed FROM unnest($4::varchar[], $10::bytea[]) AS i(masked, sealed)
+          UNION ALL
+          SELECT masked, 'device_id', sealed FROM unnest($5::varchar[], $11::bytea[]) AS d(masked, sealed)
+         ) AS entries
+    WHERE sealed IS NOT NULL
+    ON CONFLICT (masked_value) DO NOTHING
+)
+",
+    insert_rows!()
+);
+
+/// Which of the two batch inserts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Insert {
+    Rows,
+    RowsAndVault,
+}
+
+impl Insert {
+    fn for_keys(key_ids: &KeyIds) -> Self {
+        if key_ids.vault.is_some() {
+            Insert::RowsAndVault
+        } else {
+            Insert::Rows
+        }
+    }
+
+    fn sql(self) -> &'static str {
+        match self {
+            Insert::Rows => INSERT_ROWS,
+            Insert::RowsAndVault => INSERT_ROWS_AND_VAULT,
+        }
+    }
+}
 
 /// Why the store could not do its job for the whole batch.
 #[derive(Debug)]
@@ -125,9 +180,10 @@ pub struct Store {
     config: DatabaseConfig,
     tls: MakeTlsConnector,
     client: Option<Client>,
-    /// The batch insert, prepared once per connection. Preparing it is also the schema check:
-    /// it fails when the table, a column or the unique index on message_id is missing.
-    insert: Option<Statement>,
+    /// The batch inserts, prepared once per connection (index: `Insert as usize`). Preparing
+    /// one is also the schema check: it fails when a table, a column or the unique index on
+    /// message_id is missing.
+    prepared: [Option<Statement>; 2],
 }
 
 /// The longest we wait for a connection, so a dead host yields a retryable error well before
@@ -142,7 +198,7 @@ impl Store {
             config,
             tls,
             client: None,
-            insert: None,
+            prepared: [None, None],
         };
         store.client(deadline).await?;
         Ok(store)
@@ -160,7 +216,7 @@ impl Store {
         let client = self.client(deadline).await?;
         let result = timeout_at(deadline, client.batch_execute(&script)).await;
         // A prepared insert may predate the schema it needs.
-        self.insert = None;
+        self.prepared = [None, None];
         match result {
             Err(_) => Err(StoreError::Unavailable(
                 "migrations did not finish before the deadline".into(),
@@ -172,9 +228,19 @@ impl Store {
         }
     }
 
-    /// Checks that the schema is in place by preparing the batch insert.
-    pub async fn check_schema(&mut self, deadline: Instant) -> Result<(), StoreError> {
-        self.prepared(deadline).await.map(|_| ())
+    /// Checks that the schema is in place by preparing the batch insert (with the vault when
+    /// `with_vault`, i.e. when the function runs with RECOVERY_KEY).
+    pub async fn check_schema(
+        &mut self,
+        deadline: Instant,
+        with_vault: bool,
+    ) -> Result<(), StoreError> {
+        let insert = if with_vault {
+            Insert::RowsAndVault
+        } else {
+            Insert::Rows
+        };
+        self.prepared(deadline, insert).await.map(|_| ())
     }
 
     /// The open client, reconnecting when there is none or it was closed.
@@ -189,11 +255,16 @@ impl Store {
     }
 
     /// The client with the insert prepared on it.
-    async fn prepared(&mut self, deadline: Instant) -> Result<(&Client, &Statement), StoreError> {
+    async fn prepared(
+        &mut self,
+        deadline: Instant,
+        insert: Insert,
+    ) -> Result<(&Client, &Statement), StoreError> {
         self.client(deadline).await?;
-        if self.insert.is_none() {
+        let slot = insert as usize;
+        if self.prepared[slot].is_none() {
             let client = self.client.as_ref().expect("connected above");
-            let statement = match timeout_at(deadline, client.prepare(INSERT_BATCH)).await {
+            let statement = match timeout_at(deadline, client.prepare(insert.sql())).await {
                 Err(_) => {
                     return Err(StoreError::Unavailable(
                         "prepare did not finish before the deadline".into(),
@@ -202,11 +273,11 @@ impl Store {
                 Ok(Err(e)) => return Err(prepare_error(&e)),
                 Ok(Ok(statement)) => statement,
             };
-            self.insert = Some(statement);
+            self.prepared[slot] = Some(statement);
         }
         Ok((
             self.client.as_ref().expect("connected above"),
-            self.insert.as_ref().expect("prepared above"),
+            self.prepared[slot].as_ref().expect("prepared above"),
         ))
     }
 
@@ -225,7 +296,7 @@ impl Store {
 
     fn disconnect(&mut self) {
         self.client = None;
-        self.insert = None;
+        self.prepared = [None, None];
     }
 
     async fn open(&self, deadline: Instant) -> Result<Client, StoreError> {
@@ -264,6 +335,7 @@ impl Store {
     pub async fn write(
         &mut self,
         rows: &[LoginRow],
+        key_ids: &KeyIds,
         deadline: Instant,
         stop_at_first_failure: bool,
     ) -> Result<WriteReport, StoreError> {
@@ -286,7 +358,7 @@ impl Store {
                     .extend(fail_all(&rows[range], NOT_CONFIRMED));
                 continue;
             }
-            match self.insert(&rows[range.clone()], deadline).await {
+            match self.insert(&rows[range.clone()], key_ids, deadline).await {
                 Ok(inserted) => {
                     report.inserted += inserted;
                     report.already_stored += range.len() - inserted;
@@ -326,13 +398,19 @@ impl Store {
     }
 
     /// One INSERT of `rows`; returns how many were new.
-    async fn insert(&mut self, rows: &[LoginRow], deadline: Instant) -> Result<usize, Attempt> {
-        let (client, insert) = self
-            .prepared(deadline)
+    async fn insert(
+        &mut self,
+        rows: &[LoginRow],
+        key_ids: &KeyIds,
+        deadline: Instant,
+    ) -> Result<usize, Attempt> {
+        let insert = Insert::for_keys(key_ids);
+        let (client, statement) = self
+            .prepared(deadline, insert)
             .await
             .map_err(Attempt::Unreachable)?;
         let columns = Columns::of(rows);
-        let params: [&(dyn ToSql + Sync); 8] = [
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![
             &columns.message_id,
             &columns.user_id,
             &columns.device_type,
@@ -341,8 +419,16 @@ impl Store {
             &columns.locale,
             &columns.app_version,
             &columns.create_date,
+            &key_ids.mask,
         ];
-        let query = client.query(insert, &params);
+        if insert == Insert::RowsAndVault {
+            params.extend([
+                &columns.sealed_ip as &(dyn ToSql + Sync),
+                &columns.sealed_device_id,
+                &key_ids.vault,
+            ]);
+        }
+        let query = client.query(statement, &params);
         match timeout_at(deadline, query).await {
             Err(_) => Err(Attempt::Deadline),
             Ok(Err(e)) => Err(Attempt::Failed(e)),
@@ -373,6 +459,8 @@ struct Columns<'a> {
     locale: Vec<Option<&'a str>>,
     app_version: Vec<i32>,
     create_date: Vec<time::Date>,
+    sealed_ip: Vec<Option<&'a [u8]>>,
+    sealed_device_id: Vec<Option<&'a [u8]>>,
 }
 
 impl<'a> Columns<'a> {
@@ -386,6 +474,8 @@ impl<'a> Columns<'a> {
             locale: rows.iter().map(|r| r.locale.as_deref()).collect(),
             app_version: rows.iter().map(|r| r.app_version).collect(),
             create_date: rows.iter().map(|r| r.create_date).collect(),
+            sealed_ip: rows.iter().map(|r| r.sealed_ip.as_deref()).collect(),
+            sealed_device_id: rows.iter().map(|r| r.sealed_device_id.as_deref()).collect(),
         }
     }
 }
@@ -492,4 +582,13 @@ fn pem_certificates(pem: &[u8]) -> Vec<Vec<u8>> {
         .filter(|chunk| chunk.contains("-----BEGIN CERTIFICATE-----"))
         .map(|chunk| chunk.trim().as_bytes().to_vec())
         .collect()
+}
+
+/// A plain client with the same connection and TLS handling, for the command-line tools.
+pub async fn connect_client(
+    config: DatabaseConfig,
+    deadline: Instant,
+) -> Result<Client, StoreError> {
+    let mut store = Store::connect(config, deadline).await?;
+    Ok(store.client.take().expect("Store::connect leaves a client"))
 }

@@ -181,7 +181,7 @@ async fn the_take_home_table_is_upgraded_in_place() {
         .unwrap();
     // Before the migrations the function refuses to start, and says what to do.
     let mut store = Store::connect(db.config(), in_seconds(10)).await.unwrap();
-    let error = store.check_schema(in_seconds(10)).await.unwrap_err();
+    let error = store.check_schema(in_seconds(10), false).await.unwrap_err();
     assert!(matches!(error, StoreError::Schema(_)), "{error}");
     assert!(
         error.to_string().contains("apply migrations/*.sql"),
@@ -239,7 +239,7 @@ async fn auto_migrate_creates_the_schema() {
     let mut store = Store::connect(db.config(), in_seconds(10)).await.unwrap();
     store.migrate(in_seconds(10)).await.unwrap();
     store.migrate(in_seconds(10)).await.unwrap();
-    store.check_schema(in_seconds(10)).await.unwrap();
+    store.check_schema(in_seconds(10), false).await.unwrap();
     db.drop_database().await;
 }
 

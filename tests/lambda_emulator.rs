@@ -47,10 +47,13 @@ impl Emulator {
         let child = command
             .spawn()
             .expect("cargo-lambda is installed (`make test` installs it)");
-        let emulator = Emulator { port, child };
+        let mut emulator = Emulator { port, child };
         for _ in 0..300 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return emulator;
+            }
+            if let Ok(Some(status)) = emulator.child.try_wait() {
+                panic!("`cargo lambda watch` exited ({status}): is cargo-lambda installed? `make test` installs it");
             }
             std::thread::sleep(Duration::from_millis(100));
         }

@@ -136,7 +136,7 @@ async fn connects(url: &str) -> Result<(), StoreError> {
     let config = DatabaseConfig::from_url(url).expect("URL parses");
     let mut store = Store::connect(config, in_seconds(10)).await?;
     store.migrate(in_seconds(10)).await?;
-    store.check_schema(in_seconds(10)).await
+    store.check_schema(in_seconds(10), false).await
 }
 
 #[tokio::test]

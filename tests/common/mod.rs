@@ -119,7 +119,7 @@ pub async fn processor_on(config: DatabaseConfig) -> Processor {
         .await
         .expect("store connects");
     store
-        .check_schema(in_seconds(10))
+        .check_schema(in_seconds(10), false)
         .await
         .expect("schema is in place");
     Processor::new(Masker::new(KEY.as_bytes()).unwrap(), store)
