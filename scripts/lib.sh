@@ -62,3 +62,72 @@ wait_for_port() {
   echo "$what did not listen on port $port within ${seconds}s" >&2
   return 1
 }
+
+# LocalStack's SQS on the host, without Docker. localstack-core 2026.3 runs on Python 3.13 (not on
+# 3.11 or 3.12) and breaks with the newest cbor2, cryptography and pyOpenSSL, hence the pins.
+LOCALSTACK_PACKAGES=("localstack-core[runtime]==2026.3.0" "cbor2<6" "cryptography<45" "pyopenssl<25" "service_identity<25")
+
+python313() {
+  local candidate
+  for candidate in "$(pyenv root 2>/dev/null)/versions/3.13.0/bin/python3" "$(command -v python3.13 || true)"; do
+    if [ -x "$candidate" ]; then
+      echo "$candidate"
+      return 0
+    fi
+  done
+  echo "LocalStack needs Python 3.13 (pyenv's 3.13.0 or python3.13 on PATH); none was found" >&2
+  return 1
+}
+
+ensure_localstack() {
+  local python
+  python="$(python313)"
+  ensure_pip_tool .venv-localstack "$python" "${LOCALSTACK_PACKAGES[@]}"
+}
+
+# Starts LocalStack's SQS on a free loopback port, its state in a temp dir, and registers its stop.
+# Exports SQS_ENDPOINT_URL (what the tests and login-etl-esm talk to).
+start_localstack_sqs() {
+  local state port i
+  state="$(mktemp -d "${TMPDIR:-/tmp}/login-etl-localstack.XXXXXX")"
+  port="$(free_port)"
+  mkdir -p "$state/fs" "$state/tmp" "$state/config" "$state/home"
+  # setsid: its own process group, so the stop reaches any child it starts.
+  (
+    export FILESYSTEM_ROOT="$state/fs" TMPDIR="$state/tmp" CONFIG_DIR="$state/config" HOME="$state/home"
+    export GATEWAY_LISTEN="127.0.0.1:$port" GATEWAY_SERVER=hypercorn LOCALSTACK_HOST="127.0.0.1:$port"
+    export SQS_ENDPOINT_STRATEGY=path SERVICES=sqs DISABLE_EVENTS=1 SKIP_SSL_CERT_DOWNLOAD=1 DNS_ADDRESS=0
+    exec setsid "$ROOT/.venv-localstack/bin/python" -m localstack.runtime.main >"$state/localstack.log" 2>&1
+  ) &
+  local pid=$!
+  on_exit "stop_localstack $pid \"$state\""
+  for ((i = 0; i < 600; i++)); do
+    if python3 - "$port" 2>/dev/null <<'PY'; then
+import json, sys, urllib.request
+health = json.load(urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/_localstack/health", timeout=1))
+sys.exit(0 if health["services"].get("sqs") in ("available", "running") else 1)
+PY
+      export SQS_ENDPOINT_URL="http://127.0.0.1:$port"
+      echo "LocalStack SQS on $SQS_ENDPOINT_URL ($state)"
+      return 0
+    fi
+    if ! kill -0 "$pid" 2>/dev/null; then break; fi
+    sleep 0.1
+  done
+  echo "LocalStack did not become ready on port $port; its log:" >&2
+  tail -n 40 "$state/localstack.log" >&2
+  return 1
+}
+
+# hypercorn sometimes ignores SIGTERM for 30 s and more: ask, wait briefly, then SIGKILL the group.
+stop_localstack() {
+  local pid="$1" state="$2" i
+  kill -TERM -- "-$pid" 2>/dev/null || true
+  for ((i = 0; i < 20; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL -- "-$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  rm -rf "$state"
+}

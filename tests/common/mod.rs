@@ -2,6 +2,10 @@
 //! delivers them, an independent HMAC, and a TCP proxy that can cut the database off.
 #![allow(dead_code)] // each test file uses a different part of this module
 
+pub mod emulator;
+#[cfg(feature = "esm")]
+pub mod localstack;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -1,0 +1,42 @@
+//! `login-etl-esm`: the SQS event source mapping, locally (see `login_etl::esm` and docs/ESM.md).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use login_etl::esm::mapping::Mapping;
+use login_etl::esm::options::Options;
+use login_etl::esm::stop::Stop;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let options = Options::parse();
+    init_logging();
+    let stop = match Stop::on_signals() {
+        Ok(stop) => stop,
+        Err(error) => {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            return ExitCode::FAILURE;
+        }
+    };
+    match Mapping::start(&options).await {
+        Ok(mapping) => {
+            mapping.run(stop).await;
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            tracing::error!(%error, "login-etl-esm could not start");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Timestamped lines on stderr; RUST_LOG as usual (DEBUG adds each batch's messageIds).
+fn init_logging() {
+    let level = std::env::var("RUST_LOG").ok();
+    tracing_subscriber::fmt()
+        .with_env_filter(login_etl::logging::filter(level.as_deref()))
+        .with_target(false)
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,87 @@
+//! `cargo lambda watch` serving this crate's function on a free port; killed when dropped. Its
+//! output goes to LOGIN_ETL_LOG_DIR (scanned for PII by `make test`), if set.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub struct Emulator {
+    pub port: u16,
+    child: Child,
+}
+
+impl Emulator {
+    /// Starts the emulator with only these variables of ours (no MASKING_KEY or DATABASE_URL
+    /// leaks in from the test environment).
+    pub fn start(env: &[(&str, &str)]) -> Emulator {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut command = Command::new("cargo");
+        command
+            .args([
+                "lambda",
+                "watch",
+                "--ignore-changes",
+                "-A",
+                "127.0.0.1",
+                "-P",
+                &port.to_string(),
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env_remove("MASKING_KEY")
+            .env_remove("DATABASE_URL")
+            // DEBUG on purpose: even then no PII may appear (make test scans these logs).
+            .env("RUST_LOG", "debug")
+            .stdout(log_sink(&format!("emulator-{port}")))
+            .stderr(log_sink(&format!("emulator-{port}")));
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let child = command
+            .spawn()
+            .expect("cargo-lambda is installed (`make test` installs it)");
+        let emulator = Emulator { port, child };
+        for _ in 0..300 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return emulator;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("cargo lambda watch did not listen on port {port} within 30 s");
+    }
+
+    /// The base URL of its Lambda Invoke API.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A file in LOGIN_ETL_LOG_DIR named after `name` and this process, or nowhere.
+pub fn log_sink(name: &str) -> Stdio {
+    match log_file(name) {
+        Some(file) => Stdio::from(file),
+        None => Stdio::null(),
+    }
+}
+
+pub fn log_file(name: &str) -> Option<std::fs::File> {
+    let dir = std::env::var("LOGIN_ETL_LOG_DIR").ok()?;
+    let path = std::path::Path::new(&dir).join(format!("{name}-{}.log", std::process::id()));
+    Some(
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .expect("log file in LOGIN_ETL_LOG_DIR"),
+    )
+}

@@ -1,0 +1,253 @@
+//! Queues on LocalStack's SQS (started by `make test`, which exports SQS_ENDPOINT_URL): a fresh
+//! queue per test, with its dead-letter queue, and the calls a test needs to fill and inspect it.
+
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
+use aws_sdk_sqs::Client;
+
+/// LocalStack accepts any credentials; these are what the tests and login-etl-esm use.
+pub const ENV: &[(&str, &str)] = &[
+    ("AWS_ACCESS_KEY_ID", "test"),
+    ("AWS_SECRET_ACCESS_KEY", "test"),
+    ("AWS_REGION", "us-east-1"),
+    // Never probe the EC2 metadata address for credentials or a region.
+    ("AWS_EC2_METADATA_DISABLED", "true"),
+];
+
+/// The SQS endpoint, checked to answer: a missing LocalStack fails the test, it never skips it.
+pub fn endpoint() -> String {
+    let url = std::env::var("SQS_ENDPOINT_URL").unwrap_or_else(|_| {
+        panic!(
+            "SQS_ENDPOINT_URL is not set: these tests need LocalStack's SQS; run `make test`, \
+             which installs and starts it"
+        )
+    });
+    let authority = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let address: SocketAddr = authority
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .unwrap_or_else(|| panic!("SQS_ENDPOINT_URL={url} is not an http://host:port URL"));
+    if let Err(error) = TcpStream::connect_timeout(&address, Duration::from_secs(2)) {
+        panic!("LocalStack's SQS is not reachable at {url} ({error}); run `make test`, which starts it");
+    }
+    url
+}
+
+pub fn client() -> Client {
+    let config = aws_sdk_sqs::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint())
+        .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
+        .build();
+    Client::from_conf(config)
+}
+
+/// A queue of one test's own, named `{prefix}-{pid}-{n}` (`.fifo` for FIFO queues).
+pub struct TestQueue {
+    pub client: Client,
+    pub url: String,
+    pub dlq_url: Option<String>,
+    pub fifo: bool,
+}
+
+impl TestQueue {
+    /// `max_receive_count`: receives after which SQS moves a message to the dead-letter queue.
+    pub async fn standard(
+        prefix: &str,
+        visibility_secs: u32,
+        max_receive_count: Option<u32>,
+    ) -> TestQueue {
+        Self::create(prefix, false, visibility_secs, max_receive_count).await
+    }
+
+    pub async fn fifo(
+        prefix: &str,
+        visibility_secs: u32,
+        max_receive_count: Option<u32>,
+    ) -> TestQueue {
+        Self::create(prefix, true, visibility_secs, max_receive_count).await
+    }
+
+    async fn create(
+        prefix: &str,
+        fifo: bool,
+        visibility_secs: u32,
+        max_receive_count: Option<u32>,
+    ) -> TestQueue {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "{prefix}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let client = client();
+        let suffix = if fifo { ".fifo" } else { "" };
+        let mut dlq_url = None;
+        let mut redrive = None;
+        if let Some(count) = max_receive_count {
+            let url = create_queue(&client, &format!("{name}-dlq{suffix}"), fifo, &[]).await;
+            let arn = queue_arn(&client, &url).await;
+            redrive = Some(format!(
+                r#"{{"deadLetterTargetArn":"{arn}","maxReceiveCount":"{count}"}}"#
+            ));
+            dlq_url = Some(url);
+        }
+        let mut attributes = vec![(
+            QueueAttributeName::VisibilityTimeout,
+            visibility_secs.to_string(),
+        )];
+        if let Some(policy) = redrive {
+            attributes.push((QueueAttributeName::RedrivePolicy, policy));
+        }
+        let url = create_queue(&client, &format!("{name}{suffix}"), fifo, &attributes).await;
+        TestQueue {
+            client,
+            url,
+            dlq_url,
+            fifo,
+        }
+    }
+
+    /// Sends the bodies in order (batches of ten) and returns their messageIds in that order.
+    pub async fn send_all(&self, bodies: &[String]) -> Vec<String> {
+        let mut ids = Vec::with_capacity(bodies.len());
+        for chunk in bodies.chunks(10) {
+            let entries = chunk.iter().enumerate().map(|(i, body)| {
+                SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(body)
+                    .build()
+                    .unwrap()
+            });
+            let output = self
+                .client
+                .send_message_batch()
+                .queue_url(&self.url)
+                .set_entries(Some(entries.collect()))
+                .send()
+                .await
+                .expect("SendMessageBatch");
+            assert!(
+                output.failed().is_empty(),
+                "some sends failed: {:?}",
+                output.failed()
+            );
+            let mut sent: Vec<_> = output
+                .successful()
+                .iter()
+                .map(|s| (s.id().parse::<usize>().unwrap(), s.message_id().to_owned()))
+                .collect();
+            sent.sort();
+            ids.extend(sent.into_iter().map(|(_, id)| id));
+        }
+        ids
+    }
+
+    /// Sends one message to a FIFO queue; the deduplication id is explicit.
+    pub async fn send_to_group(&self, group: &str, deduplication_id: &str, body: &str) -> String {
+        let output = self
+            .client
+            .send_message()
+            .queue_url(&self.url)
+            .message_group_id(group)
+            .message_deduplication_id(deduplication_id)
+            .message_body(body)
+            .send()
+            .await
+            .expect("SendMessage");
+        output.message_id().unwrap().to_owned()
+    }
+
+    /// (visible, in flight, delayed) messages in the queue.
+    pub async fn depth(&self) -> (u64, u64, u64) {
+        depth(&self.client, &self.url).await
+    }
+
+    /// Every message in the dead-letter queue: (messageId, body), each once.
+    pub async fn dead_letters(&self) -> Vec<(String, String)> {
+        let url = self
+            .dlq_url
+            .as_ref()
+            .expect("the queue has a dead-letter queue");
+        let mut found: Vec<(String, String)> = Vec::new();
+        loop {
+            let output = self
+                .client
+                .receive_message()
+                .queue_url(url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(1)
+                // Long enough that nothing is received twice while we read.
+                .visibility_timeout(300)
+                .send()
+                .await
+                .expect("ReceiveMessage on the DLQ");
+            let messages = output.messages.unwrap_or_default();
+            if messages.is_empty() {
+                return found;
+            }
+            for m in messages {
+                found.push((m.message_id.unwrap(), m.body.unwrap_or_default()));
+            }
+        }
+    }
+}
+
+async fn create_queue(
+    client: &Client,
+    name: &str,
+    fifo: bool,
+    attributes: &[(QueueAttributeName, String)],
+) -> String {
+    let mut request = client.create_queue().queue_name(name);
+    if fifo {
+        request = request.attributes(QueueAttributeName::FifoQueue, "true");
+    }
+    for (name, value) in attributes {
+        request = request.attributes(name.clone(), value);
+    }
+    let output = request.send().await.unwrap_or_else(|e| {
+        panic!(
+            "CreateQueue {name}: {}",
+            aws_sdk_sqs::error::DisplayErrorContext(e)
+        )
+    });
+    output.queue_url().unwrap().to_owned()
+}
+
+async fn queue_arn(client: &Client, url: &str) -> String {
+    let output = client
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("GetQueueAttributes");
+    output.attributes().unwrap()[&QueueAttributeName::QueueArn].clone()
+}
+
+async fn depth(client: &Client, url: &str) -> (u64, u64, u64) {
+    let output = client
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::All)
+        .send()
+        .await
+        .expect("GetQueueAttributes");
+    let attributes = output.attributes().unwrap();
+    let count = |name: QueueAttributeName| attributes.get(&name).map_or(0, |v| v.parse().unwrap());
+    (
+        count(QueueAttributeName::ApproximateNumberOfMessages),
+        count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+        count(QueueAttributeName::ApproximateNumberOfMessagesDelayed),
+    )
+}

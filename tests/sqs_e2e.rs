@@ -1,0 +1,441 @@
+//! End to end through a real SQS API, without Docker: LocalStack's SQS (started by `make test`),
+//! `login-etl-esm` as the event source mapping, the real function under `cargo lambda watch`, and
+//! a real PostgreSQL. Each test has its own queues, database and function.
+#![cfg(feature = "esm")]
+
+mod common;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::emulator::{log_file, Emulator};
+use common::localstack::{self, TestQueue};
+use common::*;
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+/// The message that is not a login event, as it appears in the real stream.
+const NOT_A_LOGIN: &str = r#"{"foo": "oops_wrong_msg_type", "bar": "123"}"#;
+/// Bound on anything that takes seconds; a test that reaches it fails and shows the mapping's log.
+const PATIENCE: Duration = Duration::from_secs(120);
+
+/// A valid login body, different for every `n`, in the shapes real traffic has.
+fn login_body(n: usize) -> String {
+    let versions = ["2.3.0", "0.96", "2.00", "9.10", "3.7"];
+    let ip = if n % 7 == 0 {
+        format!("2001:db8::{:x}", n + 1)
+    } else {
+        format!("198.51.100.{}", n % 250 + 1)
+    };
+    json!({
+        "user_id": format!("{n:08x}-063a-43a7-b91b-{n:012x}"),
+        "app_version": versions[n % versions.len()],
+        "device_type": if n % 2 == 0 { "android" } else { "ios" },
+        "ip": ip,
+        "locale": if n % 3 == 0 { Value::Null } else { json!("RU") },
+        "device_id": format!("{:03}-{:02}-{:04}", n % 1000, n % 100, n),
+    })
+    .to_string()
+}
+
+/// The function under `cargo lambda watch` on `database_url`, invoked once with an empty batch so
+/// that it is built and started before any message's visibility timeout starts running.
+async fn function_on(database_url: &str) -> Emulator {
+    let emulator = Emulator::start(&[("DATABASE_URL", database_url), ("MASKING_KEY", KEY)]);
+    let response = reqwest::Client::new()
+        .post(format!(
+            "{}/2015-03-31/functions/login-etl/invocations",
+            emulator.url()
+        ))
+        .body(r#"{"Records":[]}"#)
+        .timeout(Duration::from_secs(600))
+        .send()
+        .await
+        .expect("the emulator answers");
+    let status = response.status();
+    let body = response.text().await.unwrap();
+    assert!(status.is_success(), "warm-up invocation: {status} {body}");
+    emulator
+}
+
+/// `login-etl-esm` as a child process; its log lines are kept (and copied to LOGIN_ETL_LOG_DIR
+/// for the PII scan). Killed when dropped.
+struct Esm {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Esm {
+    fn start(queue: &TestQueue, function: &Emulator, args: &[&str], rust_log: &str) -> Esm {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_login-etl-esm"))
+            .args(["--queue-url", &queue.url, "--function-url", &function.url()])
+            .args(["--endpoint-url", &localstack::endpoint()])
+            .args(args)
+            .envs(localstack::ENV.iter().copied())
+            .env("RUST_LOG", rust_log)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("login-etl-esm runs");
+        let stderr = child.stderr.take().unwrap();
+        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+        let sink = lines.clone();
+        let mut copy = log_file("esm");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(file) = &mut copy {
+                    let _ = writeln!(file, "{line}");
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Esm { child, lines }
+    }
+
+    fn log(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    fn lines_with(&self, text: &str) -> Vec<String> {
+        let lines = self.lines.lock().unwrap();
+        lines.iter().filter(|l| l.contains(text)).cloned().collect()
+    }
+
+    /// Ctrl-C, as a user would stop it.
+    fn interrupt(&self) {
+        let status = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for it to exit by itself (draining, or after `interrupt`).
+    async fn exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // Let the reader thread take the last lines.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "login-etl-esm did not exit within {PATIENCE:?}; it said:\n{}",
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn drained(&mut self) {
+        let status = self.exit().await;
+        assert!(status.success(), "{status}; it said:\n{}", self.log());
+        assert!(
+            !self.lines_with("drained").is_empty(),
+            "no drain: {}",
+            self.log()
+        );
+    }
+}
+
+impl Drop for Esm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until `check` holds; fails with the mapping's log after PATIENCE.
+async fn eventually<F, Fut>(what: &str, esm: &Esm, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + PATIENCE;
+    while !check().await {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within {PATIENCE:?}; login-etl-esm said:\n{}",
+            esm.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `name=value` of a log line, as a number.
+fn field(line: &str, name: &str) -> usize {
+    let start = line
+        .find(&format!(" {name}="))
+        .unwrap_or_else(|| panic!("no {name} in {line}"))
+        + name.len()
+        + 2;
+    line[start..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap_or_else(|_| panic!("{name} is not a number in {line}"))
+}
+
+fn sorted(mut ids: Vec<String>) -> Vec<String> {
+    ids.sort();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sample_stream_ends_as_99_rows_one_dead_letter_and_an_empty_queue() {
+    let db = TestDb::new().await;
+    let function = function_on(&db.url).await;
+    // As deployed: a dead-letter queue after 2 receives; a short visibility timeout for speed.
+    let queue = TestQueue::standard("login-queue", 2, Some(2)).await;
+    let mut bodies: Vec<String> = (0..99).map(login_body).collect();
+    bodies.insert(50, NOT_A_LOGIN.to_owned());
+    let ids = queue.send_all(&bodies).await;
+
+    let mut esm = Esm::start(&queue, &function, &["--drain"], "info");
+    esm.drained().await;
+
+    let mut good = ids.clone();
+    let bad = good.remove(50);
+    assert_eq!(db.stored_message_ids().await, sorted(good));
+    assert_eq!(queue.dead_letters().await, [(bad, NOT_A_LOGIN.to_owned())]);
+    assert_eq!(queue.depth().await, (0, 0, 0));
+    // The rows hold what the function promises, for a message that came through SQS.
+    let row = db
+        .client()
+        .await
+        .query_one(
+            "SELECT masked_ip, masked_device_id, app_version FROM user_logins WHERE message_id = $1",
+            &[&ids[1]],
+        )
+        .await
+        .unwrap();
+    let row: (String, String, i32) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!(
+        row,
+        (
+            expected_mask("198.51.100.2"),
+            expected_mask("001-01-0001"),
+            96_000
+        )
+    );
+    db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_body_sent_twice_is_two_logins() {
+    let db = TestDb::new().await;
+    let function = function_on(&db.url).await;
+    let queue = TestQueue::standard("login-twice", 5, None).await;
+    let body = login_body(7);
+    let ids = queue.send_all(&[body.clone(), body]).await;
+    assert_ne!(ids[0], ids[1], "SQS gives every send its own messageId");
+
+    let mut esm = Esm::start(&queue, &function, &["--drain"], "info");
+    esm.drained().await;
+
+    assert_eq!(db.stored_message_ids().await, sorted(ids));
+    let distinct_masks: i64 = db
+        .client()
+        .await
+        .query_one(
+            "SELECT count(DISTINCT (masked_ip, masked_device_id)) FROM user_logins",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(distinct_masks, 1);
+    db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_redelivered_while_its_batch_gathers_is_stored_once() {
+    let db = TestDb::new().await;
+    let function = function_on(&db.url).await;
+    // The batching window (6 s) outlasts the visibility timeout (1 s), so SQS hands the same
+    // messages out again, same messageId and a new receipt handle, into the batch being gathered.
+    let queue = TestQueue::standard("login-redelivered", 1, None).await;
+    let ids = queue
+        .send_all(&(0..3).map(login_body).collect::<Vec<_>>())
+        .await;
+
+    let args = ["--drain", "--batch-size", "100", "--batching-window", "6"];
+    let mut esm = Esm::start(&queue, &function, &args, "info");
+    esm.drained().await;
+
+    let answered = esm.lines_with("batch answered");
+    assert!(
+        answered
+            .iter()
+            .any(|l| field(l, "records") > field(l, "distinct") && field(l, "redelivered") > 0),
+        "no batch carried a message twice:\n{}",
+        esm.log()
+    );
+    assert_eq!(db.stored_message_ids().await, sorted(ids));
+    assert_eq!(queue.depth().await, (0, 0, 0));
+    db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_valid_message_lands_once_when_postgres_drops_out_mid_stream() {
+    let db = TestDb::new().await;
+    let proxy = Proxy::start(server_port()).await;
+    let function = function_on(&proxy.url_for(&db)).await;
+    // Three receives before the dead-letter queue: an outage must not send good messages there.
+    let queue = TestQueue::standard("login-outage", 2, Some(3)).await;
+    let mut esm = Esm::start(&queue, &function, &[], "info");
+
+    let mut sent = queue
+        .send_all(&(0..20).map(login_body).collect::<Vec<_>>())
+        .await;
+    eventually("the first 20 rows", &esm, || async {
+        db.count().await == 20
+    })
+    .await;
+
+    proxy.cut();
+    let mut bodies: Vec<String> = (20..40).map(login_body).collect();
+    bodies.insert(10, NOT_A_LOGIN.to_owned());
+    let mut during = queue.send_all(&bodies).await;
+    eventually("a batch failing while PostgreSQL is away", &esm, || async {
+        !esm.lines_with("batch failed").is_empty()
+    })
+    .await;
+    proxy.restore();
+    eventually("an empty queue", &esm, || async {
+        queue.depth().await == (0, 0, 0)
+    })
+    .await;
+    esm.interrupt();
+    let status = esm.exit().await;
+    assert!(status.success(), "{status}: {}", esm.log());
+    assert_eq!(esm.lines_with(" stopped").len(), 1, "{}", esm.log());
+    assert!(
+        esm.lines_with("batch failed")[0].contains("function error"),
+        "{}",
+        esm.log()
+    );
+
+    let bad = during.remove(10);
+    sent.extend(during);
+    assert_eq!(db.stored_message_ids().await, sorted(sent));
+    assert_eq!(queue.dead_letters().await, [(bad, NOT_A_LOGIN.to_owned())]);
+    db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fifo_queue_keeps_each_group_in_order_and_stops_a_group_at_its_first_failure() {
+    let db = TestDb::new().await;
+    let function = function_on(&db.url).await;
+    let queue = TestQueue::fifo("login-fifo", 2, Some(2)).await;
+    // A1 B1 A2 B2 ... A5 B5, where B3 is not a login event.
+    let mut names = Vec::new();
+    let mut id_of = HashMap::new();
+    for n in 1..=5 {
+        for group in ["A", "B"] {
+            let name = format!("{group}{n}");
+            let body = if name == "B3" {
+                NOT_A_LOGIN.to_owned()
+            } else {
+                login_body(names.len())
+            };
+            let id = queue.send_to_group(group, &name, &body).await;
+            id_of.insert(name.clone(), id);
+            names.push(name);
+        }
+    }
+    let name_of: HashMap<String, String> = id_of
+        .iter()
+        .map(|(name, id)| (id.clone(), name.clone()))
+        .collect();
+
+    // DEBUG adds each batch's messageIds, in the order of the event.
+    let mut esm = Esm::start(&queue, &function, &["--drain"], "info,login_etl=debug");
+    esm.drained().await;
+
+    // Group A went through; group B stopped at B3: B4 and B5 were never written ahead of it,
+    // and, retried with B3 as often as B3, they reached the dead-letter queue behind it.
+    let stored: Vec<String> = ["A1", "A2", "A3", "A4", "A5", "B1", "B2"]
+        .iter()
+        .map(|n| id_of[*n].clone())
+        .collect();
+    assert_eq!(
+        db.stored_message_ids().await,
+        sorted(stored),
+        "{}",
+        esm.log()
+    );
+    let dead: Vec<String> = queue
+        .dead_letters()
+        .await
+        .into_iter()
+        .map(|(id, _)| name_of[&id].clone())
+        .collect();
+    assert_eq!(dead, ["B3", "B4", "B5"]);
+
+    // Rows of a group were written in the group's order: each batch is one transaction, so a
+    // row's xmin orders the batches.
+    let rows = db
+        .client()
+        .await
+        .query(
+            "SELECT message_id, xmin::text::bigint FROM user_logins",
+            &[],
+        )
+        .await
+        .unwrap();
+    let written_in: HashMap<String, i64> = rows
+        .iter()
+        .map(|r| (name_of[&r.get::<_, String>(0)].clone(), r.get(1)))
+        .collect();
+    for group in [["A1", "A2", "A3", "A4", "A5"].as_slice(), &["B1", "B2"]] {
+        let order: Vec<i64> = group.iter().map(|n| written_in[*n]).collect();
+        assert!(
+            order.windows(2).all(|w| w[0] <= w[1]),
+            "{group:?} written out of order: {order:?}"
+        );
+    }
+
+    // Every batch, as delivered, kept each group in order and stored nothing from B3 on.
+    let invoked = esm.lines_with("invoking");
+    let outcomes: Vec<String> = esm
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains("batch answered") || l.contains("batch failed"))
+        .collect();
+    assert_eq!(invoked.len(), outcomes.len(), "{}", esm.log());
+    assert!(invoked.len() >= 2, "B3 was never retried: {}", esm.log());
+    for (k, (invoke, outcome)) in invoked.iter().zip(&outcomes).enumerate() {
+        let ids = invoke.split("message_ids=").nth(1).unwrap().trim();
+        let batch: Vec<&str> = ids.split(',').map(|id| name_of[id].as_str()).collect();
+        for group in ["A", "B"] {
+            let in_group: Vec<&&str> = batch.iter().filter(|n| n.starts_with(group)).collect();
+            assert!(
+                in_group.windows(2).all(|w| w[0] < w[1]),
+                "batch {k} out of order: {batch:?}"
+            );
+        }
+        // The function stores the records before a FIFO batch's first failure, reports the rest.
+        let kept = if outcome.contains("batch answered") {
+            field(outcome, "records") - field(outcome, "reported_failures")
+        } else {
+            0
+        };
+        if let Some(b3) = batch.iter().position(|n| *n == "B3") {
+            assert!(kept <= b3, "batch {k} stored past B3: {batch:?} {outcome}");
+        }
+    }
+    db.drop_database().await;
+}
