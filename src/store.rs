@@ -372,6 +372,11 @@ impl Store {
                         .failures
                         .extend(fail_all(&rows[range], NOT_CONFIRMED));
                 }
+                Err(Attempt::TimedOutOnServer) => {
+                    report
+                        .failures
+                        .extend(fail_all(&rows[range], NOT_CONFIRMED));
+                }
                 Err(Attempt::Unreachable(e)) => return Err(e),
                 Err(Attempt::Failed(e)) => match classify(&e) {
                     ErrorKind::RowData if range.len() == 1 => report.failures.push(Failure {
@@ -428,9 +433,26 @@ impl Store {
                 &key_ids.vault,
             ]);
         }
-        let query = client.query(statement, &params);
-        match timeout_at(deadline, query).await {
+        // The server enforces the deadline too: a cancel request is only best effort, and a
+        // statement still queued behind a lock when the client gives up could otherwise commit
+        // later. Both messages go out together (pipelined), so this adds no round trip.
+        let remaining_ms = deadline
+            .saturating_duration_since(Instant::now())
+            .as_millis()
+            .max(1);
+        let server_timeout = format!("SET statement_timeout = {remaining_ms}");
+        let pipelined = async {
+            let (set, inserted) = tokio::join!(
+                client.batch_execute(&server_timeout),
+                client.query(statement, &params)
+            );
+            set.and(inserted)
+        };
+        match timeout_at(deadline, pipelined).await {
             Err(_) => Err(Attempt::Deadline),
+            Ok(Err(e)) if e.code() == Some(&SqlState::QUERY_CANCELED) => {
+                Err(Attempt::TimedOutOnServer)
+            }
             Ok(Err(e)) => Err(Attempt::Failed(e)),
             Ok(Ok(returned)) => Ok(returned.len()),
         }
@@ -445,7 +467,10 @@ const NOT_CONFIRMED: &str = "not confirmed: the invocation deadline was reached"
 /// How one statement attempt ended, when it did not succeed.
 enum Attempt {
     Failed(tokio_postgres::Error),
+    /// The client stopped waiting at the deadline; the statement may still be running.
     Deadline,
+    /// The server's statement_timeout (set to the deadline) aborted the statement: not committed.
+    TimedOutOnServer,
     Unreachable(StoreError),
 }
 

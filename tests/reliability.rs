@@ -72,7 +72,7 @@ async fn the_function_recovers_from_a_restart_between_invocations() {
 #[tokio::test]
 async fn a_restart_during_an_invocation_loses_and_duplicates_nothing() {
     capture_logs();
-    let server = PrivateServer::start("");
+    let server = PrivateServer::durable();
     let (url, blocker) = private_db(&server).await;
     let processor = processor_on(DatabaseConfig::from_url(&url).unwrap()).await;
     let records = batch("during", 200);

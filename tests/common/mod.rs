@@ -298,12 +298,24 @@ pub struct PrivateServer {
 }
 
 impl PrivateServer {
-    /// `extra_options` are passed to the server, e.g. `-c ssl=on`.
+    /// `extra_options` are passed to the server, e.g. `-c ssl=on`. Fast and not crash-safe
+    /// (fsync off), like the shared test server.
     pub fn start(extra_options: &str) -> PrivateServer {
+        Self::start_with(extra_options, false)
+    }
+
+    /// A server with fsync and synchronous_commit on, for tests that crash it: without them a
+    /// commit acknowledged before the crash may be gone after it.
+    pub fn durable() -> PrivateServer {
+        Self::start_with("", true)
+    }
+
+    fn start_with(extra_options: &str, durable: bool) -> PrivateServer {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pg.sh");
         let output = std::process::Command::new("bash")
             .args([script, "start"])
             .env("PG_EXTRA_OPTS", extra_options)
+            .env("PG_DURABLE", if durable { "1" } else { "0" })
             .output()
             .expect("scripts/pg.sh runs");
         assert!(
