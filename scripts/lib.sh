@@ -46,6 +46,12 @@ ensure_cargo_lambda() {
   export PATH="$ROOT/.venv/bin:$PATH"
 }
 
+# AWS SAM CLI and cfn-lint (with aws-sam-translator) in .venv-sam, for the offline template
+# checks; pinned together because sam pins the cfn-lint it lints with.
+ensure_sam_tools() {
+  ensure_pip_tool .venv-sam python3 "aws-sam-cli==1.170.0" "cfn-lint==1.58.0"
+}
+
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
