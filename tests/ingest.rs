@@ -246,14 +246,7 @@ async fn auto_migrate_creates_the_schema() {
 #[tokio::test]
 async fn rows_the_database_refuses_are_isolated_and_reported() {
     let db = TestDb::new().await;
-    // A rule Rust validation does not know about, as a DBA might add one.
-    db.client()
-        .await
-        .batch_execute(
-            "ALTER TABLE user_logins ADD CONSTRAINT no_banned_users CHECK (user_id <> 'banned')",
-        )
-        .await
-        .unwrap();
+    db.refuse_banned_user().await;
     let processor = db.processor().await;
     let banned = body_with("user_id", Some(json!("banned")));
     let records: Vec<_> = (0..40)
@@ -288,13 +281,7 @@ async fn rows_the_database_refuses_are_isolated_and_reported() {
 #[tokio::test]
 async fn fifo_batches_stop_at_the_first_row_the_database_refuses() {
     let db = TestDb::new().await;
-    db.client()
-        .await
-        .batch_execute(
-            "ALTER TABLE user_logins ADD CONSTRAINT no_banned_users CHECK (user_id <> 'banned')",
-        )
-        .await
-        .unwrap();
+    db.refuse_banned_user().await;
     let processor = db.processor().await;
     let banned = body_with("user_id", Some(json!("banned")));
     let records: Vec<_> = (0..8)

@@ -172,36 +172,35 @@ async fn the_lambda_binary_stores_rows_and_reports_failures_under_the_emulator()
     db.drop_database().await;
 }
 
-#[test]
-fn the_binary_refuses_to_start_without_a_masking_key_and_names_it() {
+/// Starts the binary with only `env` and returns whether it failed and what it printed.
+fn start_binary_with(env: &[(&str, &str)]) -> (bool, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_login-etl"))
         .env_clear()
         .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
+        .envs(env.iter().copied())
         .output()
         .unwrap();
-    assert!(!output.status.success());
     let printed = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(printed.contains("MASKING_KEY is not set"), "{printed}");
+    (!output.status.success(), printed)
+}
+
+#[test]
+fn the_binary_refuses_to_start_without_a_masking_key_and_names_it() {
+    let (failed, printed) = start_binary_with(&[]);
+    assert!(
+        failed && printed.contains("MASKING_KEY is not set"),
+        "{printed}"
+    );
 }
 
 #[test]
 fn the_binary_refuses_a_short_masking_key() {
-    let output = Command::new(env!("CARGO_BIN_EXE_login-etl"))
-        .env_clear()
-        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
-        .env("MASKING_KEY", "too-short")
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let printed = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let (failed, printed) = start_binary_with(&[("MASKING_KEY", "too-short")]);
+    assert!(failed, "{printed}");
     assert!(
         printed.contains("MASKING_KEY is invalid: it is 9 bytes; it must be at least 32"),
         "{printed}"

@@ -176,13 +176,7 @@ async fn a_deadline_already_passed_stores_nothing_and_reports_everything() {
 #[tokio::test]
 async fn a_batch_of_ten_thousand_records_with_bad_rows_scattered() {
     let db = TestDb::new().await;
-    db.client()
-        .await
-        .batch_execute(
-            "ALTER TABLE user_logins ADD CONSTRAINT no_banned_users CHECK (user_id <> 'banned')",
-        )
-        .await
-        .unwrap();
+    db.refuse_banned_user().await;
     let processor = db.processor().await;
     let banned = body_with("user_id", Some(json!("banned")));
     let mut records = batch("big", 10_000);

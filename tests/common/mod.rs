@@ -106,6 +106,16 @@ impl TestDb {
         rows.iter().map(|r| r.get(0)).collect()
     }
 
+    /// A rule Rust validation does not know, as a DBA might add one: the database refuses rows
+    /// of the user `banned` (SQLSTATE 23514, constraint `no_banned_users`).
+    pub async fn refuse_banned_user(&self) {
+        self.client()
+            .await
+            .batch_execute("ALTER TABLE user_logins ADD CONSTRAINT no_banned_users CHECK (user_id <> 'banned')")
+            .await
+            .unwrap();
+    }
+
     pub async fn drop_database(self) {
         let admin = connect(&admin_url()).await;
         admin
