@@ -11,5 +11,6 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --all-targets --all-features -- -D warnings
 
-build:  ## the deployable zip: target/lambda/login-etl/bootstrap.zip
+build:  ## the deployable zip for arm64: target/lambda/login-etl/bootstrap.zip (a few minutes the first time)
+	rustup target add aarch64-unknown-linux-gnu
 	bash -c 'source scripts/lib.sh && ensure_cargo_lambda && cargo lambda build --release --arm64 --output-format zip'
