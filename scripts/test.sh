@@ -22,8 +22,8 @@ AWS_DEFAULT_REGION=us-east-1 SAM_CLI_TELEMETRY=0 .venv-sam/bin/sam validate --li
 .venv-sam/bin/python scripts/check_localstack.py
 # `make build` (the arm64 zip) takes minutes, so only its premise is checked here: for aarch64,
 # OpenSSL is built from source, as there is none to link against when cross-compiling.
-if ! cargo tree --quiet --target aarch64-unknown-linux-gnu --edges normal,build --invert openssl-src \
-  --depth 0 | grep -q openssl-src; then
+vendored="$(cargo tree --quiet --target aarch64-unknown-linux-gnu --edges normal,build --invert openssl-src --depth 0)"
+if [[ "$vendored" != *openssl-src* ]]; then
   echo "OpenSSL is not vendored for aarch64, so make build would fail to link (see Cargo.toml)" >&2
   exit 1
 fi
