@@ -107,7 +107,7 @@ psql -X -q "$DATABASE_URL" -P pager=off -P null='(null)' -c "
   FROM user_logins_readable
   ORDER BY message_id
   $limit"
-[ "$ROWS_SHOWN" = all ] || echo "(the first $ROWS_SHOWN of $after rows; DEMO_ROWS=all make demo prints every row)"
+[ "$ROWS_SHOWN" = all ] || echo "($ROWS_SHOWN of $after rows; DEMO_ROWS=all make demo prints every row)"
 
 step "the same rows counted by app_version"
 psql -X -q "$DATABASE_URL" -P pager=off -c "
