@@ -1,8 +1,11 @@
 # The two commands of the README, and a few more for day-to-day work.
-.PHONY: demo test lint build
+.PHONY: demo demo-sqs test lint build
 
 demo:  ## run the main job: throw-away Postgres, the function under cargo lambda watch, sample events
 	bash scripts/demo.sh
+
+demo-sqs:  ## the real queue flow: LocalStack's SQS, login-etl-esm, the function, Postgres, the DLQ
+	bash scripts/demo-sqs.sh
 
 test:  ## set up and pass every test
 	bash scripts/test.sh

@@ -125,6 +125,16 @@ PY
   return 1
 }
 
+# LocalStack's SQS unless SQS_ENDPOINT_URL already names an SQS API to use.
+ensure_localstack_sqs() {
+  if [ -n "${SQS_ENDPOINT_URL:-}" ]; then
+    echo "using SQS_ENDPOINT_URL=$SQS_ENDPOINT_URL from the environment"
+    return
+  fi
+  ensure_localstack
+  start_localstack_sqs
+}
+
 # hypercorn sometimes ignores SIGTERM for 30 s and more: ask, wait briefly, then SIGKILL the group.
 stop_localstack() {
   local pid="$1" state="$2" i
@@ -136,4 +146,25 @@ stop_localstack() {
   kill -KILL -- "-$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
   rm -rf "$state"
+}
+
+# The function under `cargo lambda watch` on 127.0.0.1:PORT, its output in LOG, with the caller's
+# environment (e.g. `MASKING_KEY=... start_function_watch "$PORT" "$LOG"`); stopped on exit.
+start_function_watch() {
+  local port="$1" log="$2"
+  (exec setsid cargo lambda watch --ignore-changes -A 127.0.0.1 -P "$port" >"$log" 2>&1) &
+  local pid=$!
+  on_exit "stop_session $pid"
+  wait_for_port "$port" 60 "cargo lambda watch"
+}
+
+# cargo-lambda runs the function in a process group of its own: stop the whole session.
+stop_session() {
+  local leader="$1" i
+  kill -TERM "$leader" 2>/dev/null || true
+  for ((i = 0; i < 30; i++)); do
+    [ -z "$(ps -o pid= -s "$leader")" ] && return 0
+    sleep 0.1
+  done
+  ps -o pid= -s "$leader" | xargs -r kill -KILL 2>/dev/null || true
 }

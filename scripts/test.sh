@@ -28,9 +28,10 @@ if [[ "$vendored" != *openssl-src* ]]; then
   exit 1
 fi
 
-step "set up: PostgreSQL, cargo-lambda"
+step "set up: PostgreSQL, cargo-lambda, LocalStack's SQS"
 ensure_postgres
 ensure_cargo_lambda
+ensure_localstack_sqs
 
 step "migrations apply twice with psql"
 for _ in 1 2; do
@@ -42,7 +43,7 @@ done
 step "build the Lambda binary"
 cargo build --bin login-etl
 
-step "tests (unit, PostgreSQL integration, Lambda runtime emulator)"
+step "tests (unit, PostgreSQL integration, Lambda runtime emulator, SQS end to end)"
 # Every log line the function writes during the suite is kept here and scanned for PII below.
 LOGIN_ETL_LOG_DIR="$(mktemp -d "${TMPDIR:-/tmp}/login-etl-logs.XXXXXX")"
 export LOGIN_ETL_LOG_DIR

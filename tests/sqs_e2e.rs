@@ -26,7 +26,7 @@ const PATIENCE: Duration = Duration::from_secs(120);
 /// A valid login body, different for every `n`, in the shapes real traffic has.
 fn login_body(n: usize) -> String {
     let versions = ["2.3.0", "0.96", "2.00", "9.10", "3.7"];
-    let ip = if n % 7 == 0 {
+    let ip = if n.is_multiple_of(7) {
         format!("2001:db8::{:x}", n + 1)
     } else {
         format!("198.51.100.{}", n % 250 + 1)
@@ -34,9 +34,9 @@ fn login_body(n: usize) -> String {
     json!({
         "user_id": format!("{n:08x}-063a-43a7-b91b-{n:012x}"),
         "app_version": versions[n % versions.len()],
-        "device_type": if n % 2 == 0 { "android" } else { "ios" },
+        "device_type": if n.is_multiple_of(2) { "android" } else { "ios" },
         "ip": ip,
-        "locale": if n % 3 == 0 { Value::Null } else { json!("RU") },
+        "locale": if n.is_multiple_of(3) { Value::Null } else { json!("RU") },
         "device_id": format!("{:03}-{:02}-{:04}", n % 1000, n % 100, n),
     })
     .to_string()
@@ -193,43 +193,80 @@ fn sorted(mut ids: Vec<String>) -> Vec<String> {
     ids
 }
 
+/// The realistic stream: the bodies of events/stream-*.json, in order (99 logins and one message
+/// that is not a login event).
+fn sample_stream() -> Vec<String> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/events");
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| {
+            let name = path.file_name().unwrap().to_string_lossy();
+            name.starts_with("stream-") && name.ends_with(".json")
+        })
+        .collect();
+    files.sort();
+    let mut bodies = Vec::new();
+    for file in files {
+        let event: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        for record in event["Records"].as_array().unwrap() {
+            bodies.push(record["body"].as_str().unwrap().to_owned());
+        }
+    }
+    bodies
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_sample_stream_ends_as_99_rows_one_dead_letter_and_an_empty_queue() {
+    let bodies = sample_stream();
+    let bad: Vec<usize> = (0..bodies.len())
+        .filter(|&i| bodies[i] == NOT_A_LOGIN)
+        .collect();
+    assert_eq!(
+        (bodies.len(), bad.len()),
+        (100, 1),
+        "events/stream-*.json changed"
+    );
     let db = TestDb::new().await;
     let function = function_on(&db.url).await;
     // As deployed: a dead-letter queue after 2 receives; a short visibility timeout for speed.
     let queue = TestQueue::standard("login-queue", 2, Some(2)).await;
-    let mut bodies: Vec<String> = (0..99).map(login_body).collect();
-    bodies.insert(50, NOT_A_LOGIN.to_owned());
     let ids = queue.send_all(&bodies).await;
 
     let mut esm = Esm::start(&queue, &function, &["--drain"], "info");
     esm.drained().await;
 
     let mut good = ids.clone();
-    let bad = good.remove(50);
+    let bad_id = good.remove(bad[0]);
     assert_eq!(db.stored_message_ids().await, sorted(good));
-    assert_eq!(queue.dead_letters().await, [(bad, NOT_A_LOGIN.to_owned())]);
+    assert_eq!(
+        queue.dead_letters().await,
+        [(bad_id, NOT_A_LOGIN.to_owned())]
+    );
     assert_eq!(queue.depth().await, (0, 0, 0));
-    // The rows hold what the function promises, for a message that came through SQS.
-    let row = db
+    // Every row holds the masks of its own message's values, recomputed here.
+    let body_of: HashMap<&String, Value> = ids
+        .iter()
+        .zip(&bodies)
+        .map(|(id, body)| (id, serde_json::from_str(body).unwrap()))
+        .collect();
+    let rows = db
         .client()
         .await
-        .query_one(
-            "SELECT masked_ip, masked_device_id, app_version FROM user_logins WHERE message_id = $1",
-            &[&ids[1]],
+        .query(
+            "SELECT message_id, masked_ip, masked_device_id FROM user_logins",
+            &[],
         )
         .await
         .unwrap();
-    let row: (String, String, i32) = (row.get(0), row.get(1), row.get(2));
-    assert_eq!(
-        row,
-        (
-            expected_mask("198.51.100.2"),
-            expected_mask("001-01-0001"),
-            96_000
-        )
-    );
+    assert_eq!(rows.len(), 99);
+    for row in rows {
+        let body = &body_of[&row.get::<_, String>(0)];
+        let ip: std::net::IpAddr = body["ip"].as_str().unwrap().parse().unwrap();
+        let device_id = body["device_id"].as_str().unwrap().trim();
+        assert_eq!(row.get::<_, String>(1), expected_mask(&ip.to_string()));
+        assert_eq!(row.get::<_, String>(2), expected_mask(device_id));
+    }
     db.drop_database().await;
 }
 
