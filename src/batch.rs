@@ -27,6 +27,10 @@ pub struct LoginRow {
     /// Vault entries (AES-SIV of the canonical values) when recovery is on.
     pub sealed_ip: Option<Vec<u8>>,
     pub sealed_device_id: Option<Vec<u8>>,
+    /// SQS delivers this message for the first time (`ApproximateReceiveCount` is 1), so it
+    /// cannot be stored yet: the store skips looking its id up. Only a hint: should a message
+    /// be delivered twice at once, the unique index on message_id still keeps one row.
+    pub first_receive: bool,
 }
 
 /// The ids of the keys a batch was masked and sealed with, stored beside the rows.
@@ -164,6 +168,10 @@ fn row_from(
         locale: event.locale.map(|l| l.into_owned()),
         app_version: event.app_version.encoded(),
         create_date,
+        first_receive: record
+            .attributes
+            .get("ApproximateReceiveCount")
+            .is_some_and(|count| count == "1"),
     })
 }
 
@@ -266,6 +274,26 @@ mod tests {
         assert_eq!(row.app_version, 2_003_000);
         // 1700000000000 ms is 2023-11-14T22:13:20Z.
         assert_eq!(row.create_date, date!(2023 - 11 - 14));
+    }
+
+    #[test]
+    fn tells_first_receives_from_redeliveries() {
+        let receive = |id: &str, count: &str| {
+            let mut m = message(id, GOOD);
+            m.attributes
+                .insert("ApproximateReceiveCount".into(), count.into());
+            m
+        };
+        // Without the attribute (a hand-written event) nothing is known: look the id up.
+        let unknown = message("m3", GOOD);
+        let plan = plan_batch(
+            &[receive("m1", "1"), receive("m2", "2"), unknown],
+            &masker(),
+            TODAY,
+        )
+        .unwrap();
+        let hints: Vec<bool> = plan.rows.iter().map(|r| r.first_receive).collect();
+        assert_eq!(hints, [true, false, false]);
     }
 
     #[test]

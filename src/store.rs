@@ -1,10 +1,14 @@
 //! PostgreSQL: connect (TLS), reconnect, migrate, bulk insert, error classification.
 //!
-//! A batch is written with one statement: the columns travel as arrays and `unnest` turns them
-//! back into rows, so ten or five thousand rows cost one round trip. `ON CONFLICT (message_id)
-//! DO NOTHING` makes a redelivered message a success instead of a second row, and `RETURNING`
-//! tells which rows are new.
+//! A small batch is written with one statement: the columns travel as arrays and `unnest` turns
+//! them back into rows, one round trip. `ON CONFLICT (message_id) DO NOTHING` makes a redelivered
+//! message a success instead of a second row, and the row count tells how many were new.
+//! A large batch goes by binary COPY, which PostgreSQL loads about twice as fast as any INSERT
+//! (BENCHMARKS.md): which redelivered ids are stored already is looked up in the same flight as
+//! the COPY starts, and only the new rows are streamed. Should the COPY still hit the unique
+//! index (a concurrent duplicate delivery), the batch goes by INSERT instead.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::fs;
 use std::ops::Range;
@@ -13,8 +17,9 @@ use std::time::Duration;
 use native_tls::{Certificate, TlsConnector};
 use postgres_native_tls::MakeTlsConnector;
 use tokio::time::{timeout_at, Instant};
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Statement};
 
 use crate::batch::{Failure, KeyIds, LoginRow, FIFO_STOPPED};
@@ -45,8 +50,7 @@ macro_rules! insert_rows {
 SELECT m, u, d, ip, dev, l, v, c, $9::varchar
 FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::varchar[], $5::varchar[],
             $6::varchar[], $7::int4[], $8::date[]) AS t(m, u, d, ip, dev, l, v, c)
-ON CONFLICT (message_id) DO NOTHING
-RETURNING message_id"
+ON CONFLICT (message_id) DO NOTHING"
     };
 }
 
@@ -70,6 +74,41 @@ const INSERT_ROWS_AND_VAULT: &str = concat!(
 ",
     insert_rows!()
 );
+
+/// Batches of at least this many rows (without the vault) go by COPY: below it the COPY's extra
+/// round trip costs more than its faster load saves (BENCHMARKS.md).
+const COPY_FROM_ROWS: usize = 100;
+
+/// Which of the ids are stored already. One index lookup per id whatever the table's statistics
+/// (a generic plan of `= ANY($1)` can fall back to a sequential scan that compares every row
+/// with every id).
+const STORED_IDS: &str = "\
+SELECT i.id FROM unnest($1::varchar[]) AS i(id)
+CROSS JOIN LATERAL (SELECT FROM user_logins t WHERE t.message_id = i.id LIMIT 1) AS stored";
+
+const COPY_ROWS: &str = "\
+COPY user_logins (message_id, user_id, device_type, masked_ip, masked_device_id, locale,
+                  app_version, create_date, mask_key_id)
+FROM STDIN (FORMAT binary)";
+
+/// The column types of COPY_ROWS, in its order.
+const COPY_TYPES: [Type; 9] = [
+    Type::VARCHAR,
+    Type::VARCHAR,
+    Type::VARCHAR,
+    Type::VARCHAR,
+    Type::VARCHAR,
+    Type::VARCHAR,
+    Type::INT4,
+    Type::DATE,
+    Type::VARCHAR,
+];
+
+/// The statements of the COPY path, prepared on a connection's first large batch.
+struct CopyStatements {
+    stored_ids: Statement,
+    copy: Statement,
+}
 
 /// Which of the two batch inserts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,6 +223,7 @@ pub struct Store {
     /// one is also the schema check: it fails when a table, a column or the unique index on
     /// message_id is missing.
     prepared: [Option<Statement>; 2],
+    copy: Option<CopyStatements>,
 }
 
 /// The longest we wait for a connection, so a dead host yields a retryable error well before
@@ -199,6 +239,7 @@ impl Store {
             tls,
             client: None,
             prepared: [None, None],
+            copy: None,
         };
         store.client(deadline).await?;
         Ok(store)
@@ -217,6 +258,7 @@ impl Store {
         let result = timeout_at(deadline, client.batch_execute(&script)).await;
         // A prepared insert may predate the schema it needs.
         self.prepared = [None, None];
+        self.copy = None;
         match result {
             Err(_) => Err(StoreError::Unavailable(
                 "migrations did not finish before the deadline".into(),
@@ -297,6 +339,7 @@ impl Store {
     fn disconnect(&mut self) {
         self.client = None;
         self.prepared = [None, None];
+        self.copy = None;
     }
 
     async fn open(&self, deadline: Instant) -> Result<Client, StoreError> {
@@ -402,7 +445,33 @@ impl Store {
         Ok(report)
     }
 
-    /// One INSERT of `rows`; returns how many were new.
+    /// The COPY path's statements on the current connection, prepared on first use.
+    async fn prepare_copy(&mut self, deadline: Instant) -> Result<(), StoreError> {
+        if self.copy.is_some() {
+            return Ok(());
+        }
+        let client = self.client(deadline).await?;
+        let preparing = async {
+            let (stored_ids, copy) =
+                tokio::join!(client.prepare(STORED_IDS), client.prepare(COPY_ROWS));
+            Ok::<_, tokio_postgres::Error>(CopyStatements {
+                stored_ids: stored_ids?,
+                copy: copy?,
+            })
+        };
+        self.copy = Some(match timeout_at(deadline, preparing).await {
+            Err(_) => {
+                return Err(StoreError::Unavailable(
+                    "prepare did not finish before the deadline".into(),
+                ))
+            }
+            Ok(Err(e)) => return Err(prepare_error(&e)),
+            Ok(Ok(statements)) => statements,
+        });
+        Ok(())
+    }
+
+    /// One write of `rows` (one INSERT, or COPY for a large batch); returns how many were new.
     async fn insert(
         &mut self,
         rows: &[LoginRow],
@@ -410,29 +479,21 @@ impl Store {
         deadline: Instant,
     ) -> Result<usize, Attempt> {
         let insert = Insert::for_keys(key_ids);
-        let (client, statement) = self
-            .prepared(deadline, insert)
+        self.prepared(deadline, insert)
             .await
             .map_err(Attempt::Unreachable)?;
-        let columns = Columns::of(rows);
-        let mut params: Vec<&(dyn ToSql + Sync)> = vec![
-            &columns.message_id,
-            &columns.user_id,
-            &columns.device_type,
-            &columns.masked_ip,
-            &columns.masked_device_id,
-            &columns.locale,
-            &columns.app_version,
-            &columns.create_date,
-            &key_ids.mask,
-        ];
-        if insert == Insert::RowsAndVault {
-            params.extend([
-                &columns.sealed_ip as &(dyn ToSql + Sync),
-                &columns.sealed_device_id,
-                &key_ids.vault,
-            ]);
+        // The vault's entries need the INSERT's data-modifying CTE, so only plain rows use COPY.
+        let by_copy = insert == Insert::Rows && rows.len() >= COPY_FROM_ROWS;
+        if by_copy {
+            self.prepare_copy(deadline)
+                .await
+                .map_err(Attempt::Unreachable)?;
         }
+        let client = self.client.as_ref().expect("connected above");
+        let statement = self.prepared[insert as usize]
+            .as_ref()
+            .expect("prepared above");
+        let copy = self.copy.as_ref().filter(|_| by_copy);
         // The server enforces the deadline too: a cancel request is only best effort, and a
         // statement still queued behind a lock when the client gives up could otherwise commit
         // later. Both messages go out together (pipelined), so this adds no round trip.
@@ -441,12 +502,20 @@ impl Store {
             .as_millis()
             .max(1);
         let server_timeout = format!("SET statement_timeout = {remaining_ms}");
+        let write = async {
+            if let Some(copy) = copy {
+                match copy_new_rows(client, copy, rows, &key_ids.mask).await {
+                    // Another writer stored one of the ids since we looked (or `rows` repeats
+                    // one): the INSERT's ON CONFLICT sorts it out. The failed COPY stored nothing.
+                    Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {}
+                    copied => return copied,
+                }
+            }
+            insert_rows(client, statement, insert, rows, key_ids).await
+        };
         let pipelined = async {
-            let (set, inserted) = tokio::join!(
-                client.batch_execute(&server_timeout),
-                client.query(statement, &params)
-            );
-            set.and(inserted)
+            let (set, written) = tokio::join!(client.batch_execute(&server_timeout), write);
+            set.and(written)
         };
         match timeout_at(deadline, pipelined).await {
             Err(_) => Err(Attempt::Deadline),
@@ -454,9 +523,90 @@ impl Store {
                 Err(Attempt::TimedOutOnServer)
             }
             Ok(Err(e)) => Err(Attempt::Failed(e)),
-            Ok(Ok(returned)) => Ok(returned.len()),
+            Ok(Ok(inserted)) => Ok(inserted),
         }
     }
+}
+
+/// One `INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING`; returns how many were new.
+async fn insert_rows(
+    client: &Client,
+    statement: &Statement,
+    insert: Insert,
+    rows: &[LoginRow],
+    key_ids: &KeyIds,
+) -> Result<usize, tokio_postgres::Error> {
+    let columns = Columns::of(rows);
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![
+        &columns.message_id,
+        &columns.user_id,
+        &columns.device_type,
+        &columns.masked_ip,
+        &columns.masked_device_id,
+        &columns.locale,
+        &columns.app_version,
+        &columns.create_date,
+        &key_ids.mask,
+    ];
+    if insert == Insert::RowsAndVault {
+        params.extend([
+            &columns.sealed_ip as &(dyn ToSql + Sync),
+            &columns.sealed_device_id,
+            &key_ids.vault,
+        ]);
+    }
+    // The command tag counts the rows inserted, which are exactly the new ones.
+    Ok(client.execute(statement, &params).await? as usize)
+}
+
+/// Binary COPY of the rows whose message_id is not stored yet; returns how many it copied.
+/// The lookup and the start of the COPY go out together, and the lookup's answer arrives before
+/// the server asks for data, so this costs one round trip more than the INSERT. A first
+/// delivery is not looked up: an index lookup costs about as much as the COPY of its row.
+async fn copy_new_rows(
+    client: &Client,
+    statements: &CopyStatements,
+    rows: &[LoginRow],
+    mask_key_id: &str,
+) -> Result<usize, tokio_postgres::Error> {
+    // Only redeliveries can be stored already; SQS marks first deliveries (`first_receive`).
+    let redelivered: Vec<&str> = rows
+        .iter()
+        .filter(|row| !row.first_receive)
+        .map(|row| row.message_id.as_str())
+        .collect();
+    let lookup: [&(dyn ToSql + Sync); 1] = [&redelivered];
+    let looking_up = async {
+        if redelivered.is_empty() {
+            Ok(Vec::new())
+        } else {
+            client.query(&statements.stored_ids, &lookup).await
+        }
+    };
+    let (stored, sink) = tokio::join!(looking_up, client.copy_in(&statements.copy));
+    // On an error here the sink, if any, is dropped, which aborts the COPY: nothing is stored.
+    let stored = stored?;
+    let stored: HashSet<&str> = stored.iter().map(|row| row.get(0)).collect();
+    let writer = BinaryCopyInWriter::new(sink?, &COPY_TYPES);
+    tokio::pin!(writer);
+    for row in rows
+        .iter()
+        .filter(|row| !stored.contains(row.message_id.as_str()))
+    {
+        let values: [&(dyn ToSql + Sync); 9] = [
+            &row.message_id,
+            &row.user_id,
+            &row.device_type,
+            &row.masked_ip,
+            &row.masked_device_id,
+            &row.locale,
+            &row.app_version,
+            &row.create_date,
+            &mask_key_id,
+        ];
+        writer.as_mut().write(&values).await?;
+    }
+    Ok(writer.finish().await? as usize)
 }
 
 /// How long a cancel request may take; well inside the handler's deadline margin.

@@ -1,0 +1,246 @@
+//! The real release binary under a stub of the Lambda Runtime API: cold start, peak RSS, size.
+//!
+//! Cold start is the time from spawning the process to its first `GET .../invocation/next`,
+//! which the runtime sends once `main` has read the configuration, built the masker, connected,
+//! prepared its statements and started the runtime client: the moment Lambda would consider
+//! init done. The connect and prepare to the local server are measured on their own in this
+//! process and subtracted, to estimate the cold start "before connecting".
+//! Peak RSS is `VmHWM` of the function's process after it answered one 5,000-record batch.
+
+use std::process::Stdio;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use login_etl::config::DatabaseConfig;
+use login_etl::store::Store;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::{Child, Command};
+use tokio::time::{timeout, Instant};
+use tokio_postgres::Client;
+
+use crate::{median, peak_rss_mib, workload};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_login-etl");
+const COLD_STARTS: usize = 15;
+const RSS_BATCH: usize = 5_000;
+const NEXT: &str = "/2018-06-01/runtime/invocation/next";
+
+pub async fn report(admin: &Client, url: &str, config: DatabaseConfig) {
+    let size_mib = std::fs::metadata(BINARY).map_or(f64::NAN, |m| m.len() as f64 / 1048576.0);
+    println!(
+        "\nLambda binary: {BINARY} ({size_mib:.2} MiB, stripped; x86_64 glibc, not the arm64 zip)"
+    );
+
+    let mut connect_ms: Vec<f64> = Vec::new();
+    for _ in 0..COLD_STARTS {
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(10);
+        let mut store = Store::connect(config.clone(), deadline).await.unwrap();
+        store.check_schema(deadline, false).await.unwrap();
+        connect_ms.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+
+    let mut cold_ms: Vec<f64> = Vec::new();
+    let mut idle_rss: Vec<f64> = Vec::new();
+    for _ in 0..COLD_STARTS {
+        let function = Function::start(url).await;
+        cold_ms.push(function.cold_start.as_secs_f64() * 1e3);
+        idle_rss.push(peak_rss_mib(&function.pid()));
+        function.stop().await;
+    }
+
+    admin
+        .batch_execute("TRUNCATE user_logins")
+        .await
+        .expect("truncate");
+    let mut function = Function::start(url).await;
+    let mut event = SqsEvent::default();
+    event.records = workload::records(7, RSS_BATCH);
+    let body = serde_json::to_vec(&event).unwrap();
+    let started = Instant::now();
+    let answer = function.invoke(&body).await;
+    let invoke_ms = started.elapsed().as_secs_f64() * 1e3;
+    let batch_rss = peak_rss_mib(&function.pid());
+    function.stop().await;
+    let failures = serde_json::from_slice::<serde_json::Value>(&answer)
+        .ok()
+        .and_then(|v| v["batchItemFailures"].as_array().map(Vec::len));
+    let stored: i64 = admin
+        .query_one("SELECT count(*) FROM user_logins", &[])
+        .await
+        .unwrap()
+        .get(0);
+
+    let cold = median(&mut cold_ms);
+    let connect = median(&mut connect_ms);
+    println!("| measure | median of {COLD_STARTS} |");
+    println!("| --- | ---: |");
+    println!(
+        "| cold start: spawn -> first GET /next (includes connect + prepare) | {cold:.1} ms |"
+    );
+    println!("| connect + prepare alone (measured in-process, same server) | {connect:.1} ms |");
+    println!(
+        "| cold start before connecting (difference) | {:.1} ms |",
+        cold - connect
+    );
+    println!(
+        "| peak RSS when ready (VmHWM) | {:.1} MiB |",
+        median(&mut idle_rss)
+    );
+    println!("| peak RSS after one {RSS_BATCH}-record batch (VmHWM, 1 run) | {batch_rss:.1} MiB |");
+    println!(
+        "| that batch: invoke -> response | {invoke_ms:.0} ms ({stored} rows stored, {} failures reported) |",
+        failures.map_or("?".to_string(), |n| n.to_string())
+    );
+}
+
+/// One execution environment: the binary, talking to our stub of the Runtime API.
+struct Function {
+    child: Child,
+    listener: TcpListener,
+    /// The runtime's connection, parked on its `GET /next`.
+    waiting: BufReader<TcpStream>,
+    cold_start: Duration,
+}
+
+impl Function {
+    async fn start(url: &str) -> Function {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let api = listener.local_addr().unwrap().to_string();
+        let log = std::env::temp_dir().join(format!("login-etl-bench-{}.log", std::process::id()));
+        let spawned = Instant::now();
+        let mut child = Command::new(BINARY)
+            .env_clear()
+            .env("AWS_LAMBDA_RUNTIME_API", &api)
+            .env("AWS_LAMBDA_FUNCTION_NAME", "login-etl")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+            .env("DATABASE_URL", url)
+            .env("MASKING_KEY", workload::MASKING_KEY)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn the login-etl binary");
+        let accepted = tokio::select! {
+            accepted = timeout(Duration::from_secs(30), listener.accept()) => accepted,
+            status = child.wait() => panic!(
+                "login-etl exited during init ({status:?}): {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            ),
+        };
+        let (stream, _) = accepted
+            .expect("login-etl polled the Runtime API within 30 s")
+            .unwrap();
+        let mut waiting = BufReader::new(stream);
+        let (_, path, _) = read_request(&mut waiting).await;
+        let cold_start = spawned.elapsed();
+        assert_eq!(path, NEXT, "the runtime's first request");
+        Function {
+            child,
+            listener,
+            waiting,
+            cold_start,
+        }
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().expect("running").to_string()
+    }
+
+    /// Answers the parked `GET /next` with `event` and returns the function's response body.
+    async fn invoke(&mut self, event: &[u8]) -> Vec<u8> {
+        let deadline_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+            + 60_000;
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+             lambda-runtime-aws-request-id: bench-1\r\n\
+             lambda-runtime-deadline-ms: {deadline_ms}\r\n\
+             lambda-runtime-invoked-function-arn: arn:aws:lambda:us-east-1:000000000000:function:login-etl\r\n\
+             lambda-runtime-trace-id: Root=1-00000000-000000000000000000000000\r\n\
+             content-length: {}\r\n\r\n",
+            event.len()
+        );
+        let stream = self.waiting.get_mut();
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(event).await.unwrap();
+        // The response may come on this connection or a new one (hyper's pool decides).
+        loop {
+            let (method, path, body) = tokio::select! {
+                request = read_request(&mut self.waiting) => request,
+                accepted = self.listener.accept() => {
+                    self.waiting = BufReader::new(accepted.unwrap().0);
+                    continue;
+                }
+            };
+            let stream = self.waiting.get_mut();
+            stream
+                .write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 2\r\n\r\n{}")
+                .await
+                .unwrap();
+            match (method.as_str(), path.as_str()) {
+                ("POST", "/2018-06-01/runtime/invocation/bench-1/response") => return body,
+                ("POST", _) => panic!(
+                    "login-etl reported an error on {path}: {}",
+                    String::from_utf8_lossy(&body)
+                ),
+                _ => panic!("unexpected {method} {path} before the response"),
+            }
+        }
+    }
+
+    async fn stop(mut self) {
+        self.child.start_kill().ok();
+        self.child.wait().await.ok();
+    }
+}
+
+/// Reads one HTTP/1.1 request: method, path, body (Content-Length or chunked).
+async fn read_request(stream: &mut BufReader<TcpStream>) -> (String, String, Vec<u8>) {
+    let mut line = String::new();
+    stream.read_line(&mut line).await.unwrap();
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or_default().to_string();
+    let path = parts.next().unwrap_or_default().to_string();
+    let mut length = 0;
+    let mut chunked = false;
+    loop {
+        line.clear();
+        stream.read_line(&mut line).await.unwrap();
+        let header = line.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':') {
+            let value = value.trim();
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.parse().unwrap();
+            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                chunked = value.eq_ignore_ascii_case("chunked");
+            }
+        }
+    }
+    let mut body = Vec::new();
+    if chunked {
+        loop {
+            line.clear();
+            stream.read_line(&mut line).await.unwrap();
+            let size = usize::from_str_radix(line.trim(), 16).unwrap();
+            let mut chunk = vec![0; size + 2];
+            stream.read_exact(&mut chunk).await.unwrap();
+            if size == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..size]);
+        }
+    } else {
+        body.resize(length, 0);
+        stream.read_exact(&mut body).await.unwrap();
+    }
+    (method, path, body)
+}

@@ -1,0 +1,408 @@
+//! End-to-end ingest benchmark: the real handler against the database's own limit, in one run.
+//!
+//! `make bench` starts a durable throw-away PostgreSQL (fsync and synchronous_commit on) and runs
+//! this with DATABASE_URL set; by hand: `cargo bench --bench ingest -- [--runs N] [--quick]`.
+//!
+//! For each batch size it generates realistic SQS records (see `benches/workload`) and measures,
+//! in the same process, against the same table and unique index, truncated before every pass:
+//! - `handler`: `Processor::process` (plan, parse, validate, mask, `Store::write`), one call per
+//!   SQS batch, as the Lambda runtime makes it;
+//! - `COPY`: binary COPY of exactly the rows the handler stores, already masked, one COPY per
+//!   batch: what PostgreSQL can take at best;
+//! - the bulk-write candidates that lost (`candidates.rs`), on the same masked rows.
+//!
+//! Passes alternate in order from run to run, throughput is the median of the runs and the ratio
+//! the median of each run's handler/COPY ratio, so a noisy neighbour moves both sides alike.
+//! Finally it starts the real release binary against a stub of the Lambda Runtime API to time
+//! the cold start and read the peak RSS after a 5,000-record batch (see `lambda_binary.rs`).
+
+#[path = "../workload/mod.rs"]
+mod workload;
+
+mod candidates;
+mod lambda_binary;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::SqsMessage;
+use login_etl::batch::{plan_batch, LoginRow};
+use login_etl::config::DatabaseConfig;
+use login_etl::handler::Processor;
+use login_etl::mask::Masker;
+use login_etl::store::{Store, MIGRATIONS};
+use time::OffsetDateTime;
+use tokio::time::Instant;
+use tokio_postgres::{Client, NoTls};
+
+const BENCH_DATABASE: &str = "login_etl_bench";
+
+struct Options {
+    runs: usize,
+    sizes: Vec<usize>,
+    candidates: bool,
+    lambda_binary: bool,
+}
+
+impl Options {
+    fn from_args() -> Options {
+        let mut options = Options {
+            runs: 5,
+            sizes: vec![10, 100, 1000, 5000],
+            candidates: true,
+            lambda_binary: true,
+        };
+        let mut args = std::env::args().skip(1);
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "--runs" => {
+                    options.runs = args
+                        .next()
+                        .and_then(|n| n.parse().ok())
+                        .expect("--runs takes a number")
+                }
+                "--sizes" => {
+                    options.sizes = args
+                        .next()
+                        .map(|list| {
+                            list.split(',')
+                                .map(|n| n.parse().expect("--sizes takes numbers"))
+                                .collect()
+                        })
+                        .expect("--sizes takes a list such as 10,1000")
+                }
+                "--quick" => {
+                    options.runs = 3;
+                    options.candidates = false;
+                }
+                "--no-candidates" => options.candidates = false,
+                "--no-lambda-binary" => options.lambda_binary = false,
+                // cargo bench passes --bench to harness = false targets.
+                "--bench" => {}
+                other => panic!("unknown option {other}; see benches/ingest/main.rs"),
+            }
+        }
+        options
+    }
+}
+
+/// Records per pass for a batch size: enough batches to average over, little enough for a
+/// 2-core machine to finish the whole benchmark in a few minutes.
+fn records_per_pass(batch_size: usize) -> usize {
+    match batch_size {
+        0..=10 => 2_000,
+        11..=100 => 10_000,
+        _ => (20_000 / batch_size).max(4) * batch_size,
+    }
+}
+
+/// One batch of the workload: what SQS delivers, and the rows the handler will newly store
+/// (already masked: the input of the COPY baseline and the candidates).
+struct Batch {
+    records: Vec<SqsMessage>,
+    new_rows: Vec<LoginRow>,
+}
+
+fn workload(batch_size: usize, masker: &Masker) -> Vec<Batch> {
+    let records = workload::records(batch_size as u64, records_per_pass(batch_size));
+    let today = OffsetDateTime::now_utc().date();
+    let mut stored: HashSet<String> = HashSet::new();
+    records
+        .chunks(batch_size)
+        .map(|chunk| {
+            let plan = plan_batch(chunk, masker, today).expect("generated records have ids");
+            let new_rows = plan
+                .rows
+                .into_iter()
+                .filter(|row| stored.insert(row.message_id.clone()))
+                .collect();
+            Batch {
+                records: chunk.to_vec(),
+                new_rows,
+            }
+        })
+        .collect()
+}
+
+/// What one pass over the workload measured.
+struct Pass {
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+}
+
+/// The ways of loading a workload that are measured against each other.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Path {
+    Handler,
+    Copy,
+    Candidate(candidates::Candidate),
+}
+
+impl Path {
+    fn name(self) -> &'static str {
+        match self {
+            Path::Handler => "handler (Processor::process)",
+            Path::Copy => "COPY baseline (binary, pre-masked)",
+            Path::Candidate(c) => c.name(),
+        }
+    }
+}
+
+struct Bench {
+    admin: Client,
+    raw: Client,
+    processor: Processor,
+    copy: candidates::Copy,
+    candidates: candidates::Candidates,
+}
+
+impl Bench {
+    async fn truncate(&self) {
+        self.admin
+            .batch_execute("TRUNCATE user_logins")
+            .await
+            .expect("truncate user_logins");
+    }
+
+    async fn pass(&mut self, path: Path, batches: &[Batch]) -> Pass {
+        self.truncate().await;
+        let mut latencies = Vec::with_capacity(batches.len());
+        let mut stored = 0;
+        let started = Instant::now();
+        for batch in batches {
+            let begun = Instant::now();
+            stored += match path {
+                Path::Handler => {
+                    let deadline = Instant::now() + Duration::from_secs(60);
+                    let outcome = self
+                        .processor
+                        .process(&batch.records, deadline)
+                        .await
+                        .expect("the handler processes the batch");
+                    assert_eq!(outcome.failed, 0, "no row may fail in the benchmark");
+                    outcome.stored
+                }
+                Path::Copy => self.copy.write(&self.raw, &batch.new_rows).await,
+                Path::Candidate(candidate) => {
+                    self.candidates
+                        .write(&self.raw, candidate, &batch.new_rows)
+                        .await
+                }
+            };
+            latencies.push(begun.elapsed());
+        }
+        let elapsed = started.elapsed();
+        let expected: usize = batches.iter().map(|b| b.new_rows.len()).sum();
+        assert_eq!(
+            stored,
+            expected,
+            "{} stored a different row count",
+            path.name()
+        );
+        Pass { elapsed, latencies }
+    }
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+/// Nearest-rank percentile of pooled per-batch latencies, in milliseconds.
+fn percentile_ms(latencies: &mut [Duration], p: f64) -> f64 {
+    latencies.sort();
+    let rank = ((p / 100.0) * latencies.len() as f64).ceil().max(1.0) as usize;
+    latencies[rank.min(latencies.len()) - 1].as_secs_f64() * 1e3
+}
+
+/// Peak resident set size of a process in MiB (`VmHWM` in /proc/PID/status).
+pub fn peak_rss_mib(pid: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
+async fn connect(url: &str) -> Client {
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to the benchmark PostgreSQL: {e}"));
+    tokio::spawn(connection);
+    client
+}
+
+/// The server URL with another database (keeps the query string).
+fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let authority = base.find("://").map_or(0, |i| i + 3);
+    let path = base[authority..]
+        .find('/')
+        .map_or(base.len(), |i| authority + i);
+    let mut out = format!("{}/{database}", &base[..path]);
+    if !query.is_empty() {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
+}
+
+/// A fresh, migrated benchmark database; returns its URL.
+async fn fresh_database(server_url: &str) -> String {
+    let server = connect(server_url).await;
+    // Two calls: a multi-statement string would run as one transaction, which these refuse.
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)"),
+        format!("CREATE DATABASE {BENCH_DATABASE}"),
+    ] {
+        server
+            .batch_execute(&sql)
+            .await
+            .expect("create the benchmark database");
+    }
+    let url = with_database(server_url, BENCH_DATABASE);
+    let client = connect(&url).await;
+    for (_, sql) in MIGRATIONS {
+        client.batch_execute(sql).await.expect("migration applies");
+    }
+    url
+}
+
+async fn setting(client: &Client, name: &str) -> String {
+    client
+        .query_one(&format!("SHOW {name}"), &[])
+        .await
+        .map(|row| row.get(0))
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+async fn print_machine(client: &Client) -> bool {
+    let version: String = client
+        .query_one("SELECT version()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let fsync = setting(client, "fsync").await;
+    let synchronous_commit = setting(client, "synchronous_commit").await;
+    println!("machine: {cores} cores, {}", cpu_model());
+    println!("server:  {version}");
+    println!(
+        "durability: fsync={fsync} synchronous_commit={synchronous_commit} full_page_writes={} wal_sync_method={} shared_buffers={}",
+        setting(client, "full_page_writes").await,
+        setting(client, "wal_sync_method").await,
+        setting(client, "shared_buffers").await,
+    );
+    fsync == "on" && synchronous_commit == "on"
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let options = Options::from_args();
+    let server_url = std::env::var("DATABASE_URL").unwrap_or_else(|_| {
+        panic!("DATABASE_URL must name a PostgreSQL server; `make bench` starts a durable one")
+    });
+    let url = fresh_database(&server_url).await;
+    let admin = connect(&url).await;
+    if !print_machine(&admin).await {
+        println!(
+            "WARNING: the server is not durable; start it with `PG_DURABLE=1 scripts/pg.sh start`"
+        );
+    }
+    let masker = Masker::new(workload::MASKING_KEY.as_bytes()).unwrap();
+    let config = DatabaseConfig::from_url(&url).expect("DATABASE_URL parses");
+    let far = Instant::now() + Duration::from_secs(30);
+    let mut store = Store::connect(config.clone(), far).await.expect("connect");
+    store
+        .check_schema(far, false)
+        .await
+        .expect("schema in place");
+    let raw = connect(&url).await;
+    let mut bench = Bench {
+        copy: candidates::Copy::prepare(&raw).await,
+        candidates: candidates::Candidates::prepare(&raw).await,
+        admin,
+        raw,
+        processor: Processor::new(masker.clone(), store),
+    };
+
+    let mut paths = vec![Path::Handler, Path::Copy];
+    if options.candidates {
+        paths.extend(candidates::Candidate::ALL.map(Path::Candidate));
+    }
+    println!(
+        "\n{} runs per batch size, medians; latency percentiles pooled over all runs",
+        options.runs
+    );
+    println!("| batch | path | records/s | x COPY | batch p50 ms | batch p99 ms |");
+    println!("| ---: | --- | ---: | ---: | ---: | ---: |");
+    for &size in &options.sizes {
+        let batches = workload(size, &masker);
+        let records: usize = batches.iter().map(|b| b.records.len()).sum();
+        let mut throughput: Vec<Vec<f64>> = vec![Vec::new(); paths.len()];
+        let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); paths.len()];
+        let mut latencies: Vec<Vec<Duration>> = vec![Vec::new(); paths.len()];
+        // One warm-up pass each (plans, caches, connections), not counted.
+        for &path in &paths {
+            bench.pass(path, &batches[..batches.len().min(3)]).await;
+        }
+        for run in 0..options.runs {
+            let mut elapsed = vec![Duration::ZERO; paths.len()];
+            for k in 0..paths.len() {
+                // Rotate the order so no path always runs first or last.
+                let i = (k + run) % paths.len();
+                let pass = bench.pass(paths[i], &batches).await;
+                elapsed[i] = pass.elapsed;
+                throughput[i].push(records as f64 / pass.elapsed.as_secs_f64());
+                latencies[i].extend(pass.latencies);
+            }
+            let copy = elapsed[1].as_secs_f64();
+            for i in 0..paths.len() {
+                ratios[i].push(copy / elapsed[i].as_secs_f64());
+            }
+        }
+        for (i, path) in paths.iter().enumerate() {
+            println!(
+                "| {size} | {} | {:.0} | {:.2} | {:.2} | {:.2} |",
+                path.name(),
+                median(&mut throughput[i]),
+                median(&mut ratios[i]),
+                percentile_ms(&mut latencies[i], 50.0),
+                percentile_ms(&mut latencies[i], 99.0),
+            );
+        }
+    }
+    println!(
+        "\nrecords/s counts every SQS record of the workload (~98.5% become new rows, ~1% are invalid, ~0.5% redelivered);"
+    );
+    println!("x COPY = median over runs of (COPY time / this path's time) in the same run.");
+    println!(
+        "benchmark process peak RSS: {:.1} MiB (holds every generated workload; see the Lambda binary below)",
+        peak_rss_mib("self")
+    );
+
+    if options.lambda_binary {
+        lambda_binary::report(&bench.admin, &url, config).await;
+    }
+}

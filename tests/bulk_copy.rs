@@ -1,0 +1,187 @@
+//! Large batches go by binary COPY instead of the INSERT (see BENCHMARKS.md); they must keep
+//! every promise of the INSERT path: the same rows, idempotency on messageId with new rows told
+//! from redeliveries, isolation of rows the database refuses, FIFO order.
+
+mod common;
+
+use aws_lambda_events::event::sqs::SqsMessage;
+use common::*;
+use login_etl::batch::{plan_batch, BatchOutcome};
+use login_etl::mask::Masker;
+use login_etl::store::Store;
+use serde_json::json;
+
+/// Comfortably above the size from which the store uses COPY.
+const LARGE: usize = 250;
+
+fn batch(prefix: &str, range: std::ops::Range<usize>) -> Vec<SqsMessage> {
+    range
+        .map(|i| sqs_record(&format!("{prefix}-{i:04}"), GOOD_BODY))
+        .collect()
+}
+
+fn failed_ids(outcome: &BatchOutcome) -> Vec<String> {
+    outcome
+        .failures
+        .iter()
+        .map(|f| f.message_id.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_large_batch_stores_the_same_rows_as_a_small_one() {
+    let db = TestDb::new().await;
+    let processor = db.processor().await;
+    let small = processor
+        .process(&[sqs_record("small", GOOD_BODY)], in_seconds(10))
+        .await
+        .unwrap();
+    let large = processor
+        .process(&batch("large", 0..LARGE), in_seconds(10))
+        .await
+        .unwrap();
+    assert_eq!((small.stored, large.stored), (1, LARGE));
+    assert!(large.failures.is_empty());
+    let client = db.client().await;
+    let distinct: i64 = client
+        .query_one(
+            "SELECT count(DISTINCT (user_id, device_type, masked_ip, masked_device_id, locale,
+                                    app_version, create_date, mask_key_id))
+             FROM user_logins",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(distinct, 1, "every column equal on both paths");
+    let masked_ip: String = client
+        .query_one(
+            "SELECT masked_ip FROM user_logins WHERE message_id = 'large-0007'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(masked_ip, expected_mask("199.172.111.135"));
+    assert_eq!(db.count().await, 1 + LARGE as i64);
+    db.drop_database().await;
+}
+
+/// The same records as SQS redelivers them: `ApproximateReceiveCount` above 1.
+fn redelivered(mut records: Vec<SqsMessage>) -> Vec<SqsMessage> {
+    for record in &mut records {
+        record
+            .attributes
+            .insert("ApproximateReceiveCount".into(), "2".into());
+    }
+    records
+}
+
+#[tokio::test]
+async fn redeliveries_in_a_large_batch_are_successes_not_rows() {
+    let db = TestDb::new().await;
+    let processor = db.processor().await;
+    let first = processor
+        .process(&batch("m", 0..LARGE), in_seconds(10))
+        .await
+        .unwrap();
+    assert_eq!(first.stored, LARGE);
+    // 100 of the first batch again, 200 new ones, and one id twice in the batch.
+    let mut records = redelivered(batch("m", 150..LARGE));
+    records.extend(batch("m", LARGE..450));
+    records.push(sqs_record("m-0300", GOOD_BODY));
+    let second = processor.process(&records, in_seconds(10)).await.unwrap();
+    assert!(second.failures.is_empty());
+    assert_eq!(
+        (second.received, second.stored, second.duplicates),
+        (301, 200, 101)
+    );
+    assert_eq!(db.count().await, 450);
+    db.drop_database().await;
+}
+
+#[tokio::test]
+async fn a_stored_message_marked_as_a_first_delivery_is_still_a_duplicate() {
+    // The first-delivery hint spares the lookup; if it is wrong (SQS delivered a message twice
+    // at once, or a hand-made event), the COPY hits the unique index and the INSERT takes over.
+    let db = TestDb::new().await;
+    let processor = db.processor().await;
+    processor
+        .process(&batch("m", 0..LARGE), in_seconds(10))
+        .await
+        .unwrap();
+    let again = processor
+        .process(&batch("m", 100..350), in_seconds(10))
+        .await
+        .unwrap();
+    assert!(again.failures.is_empty());
+    assert_eq!((again.stored, again.duplicates), (100, 150));
+    assert_eq!(db.count().await, 350);
+    db.drop_database().await;
+}
+
+#[tokio::test]
+async fn an_id_repeated_in_the_rows_given_to_the_store_is_stored_once() {
+    let db = TestDb::new().await;
+    let masker = Masker::new(KEY.as_bytes()).unwrap();
+    let records = batch("m", 0..LARGE);
+    let plan = plan_batch(&records, &masker, time::OffsetDateTime::now_utc().date()).unwrap();
+    let mut rows = plan.rows.clone();
+    rows.push(rows[17].clone());
+    let mut store = Store::connect(db.config(), in_seconds(10)).await.unwrap();
+    let report = store
+        .write(&rows, &plan.key_ids, in_seconds(10), false)
+        .await
+        .unwrap();
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    assert_eq!((report.inserted, report.already_stored), (LARGE, 1));
+    assert_eq!(db.count().await, LARGE as i64);
+    db.drop_database().await;
+}
+
+#[tokio::test]
+async fn rows_refused_in_a_large_batch_are_isolated() {
+    let db = TestDb::new().await;
+    db.refuse_banned_user().await;
+    let processor = db.processor().await;
+    let banned = body_with("user_id", Some(json!("banned")));
+    let mut records = batch("m", 0..LARGE);
+    for i in [3, 190] {
+        records[i] = sqs_record(&format!("m-{i:04}"), &banned);
+    }
+    let outcome = processor.process(&records, in_seconds(10)).await.unwrap();
+    assert_eq!(failed_ids(&outcome), ["m-0003", "m-0190"]);
+    assert!(
+        outcome.failures[0].reason.contains("no_banned_users"),
+        "{}",
+        outcome.failures[0].reason
+    );
+    assert_eq!(outcome.stored, LARGE - 2);
+    assert_eq!(db.count().await, (LARGE - 2) as i64);
+    db.drop_database().await;
+}
+
+#[tokio::test]
+async fn a_large_fifo_batch_stops_at_the_first_refused_row() {
+    let db = TestDb::new().await;
+    db.refuse_banned_user().await;
+    let processor = db.processor().await;
+    let banned = body_with("user_id", Some(json!("banned")));
+    let records: Vec<_> = (0..LARGE)
+        .map(|i| {
+            let id = format!("m-{i:04}");
+            sqs_record_on(
+                "login-queue.fifo",
+                &id,
+                if i == 200 { &banned } else { GOOD_BODY },
+            )
+        })
+        .collect();
+    let outcome = processor.process(&records, in_seconds(10)).await.unwrap();
+    assert_eq!(outcome.failures.len(), LARGE - 200);
+    assert_eq!(failed_ids(&outcome)[0], "m-0200");
+    let stored = db.stored_message_ids().await;
+    assert_eq!(stored.len(), 200);
+    assert_eq!(stored.last().map(String::as_str), Some("m-0199"));
+    db.drop_database().await;
+}
