@@ -235,10 +235,24 @@ fn required_text<'a>(
         return Err(Rejection::TooLong { field, max_chars });
     }
     // PostgreSQL text cannot hold NUL, and control characters in ids are never legitimate.
-    if text.chars().any(char::is_control) {
+    if has_control_character(&text) {
         return Err(Rejection::ControlCharacter(field));
     }
     Ok(text)
+}
+
+/// `text.chars().any(char::is_control)`, on bytes: the control characters are U+0000..=U+001F,
+/// U+007F and U+0080..=U+009F, which UTF-8 spells 0x00..=0x1F, 0x7F and 0xC2 0x80..=0xC2 0x9F.
+fn has_control_character(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    bytes.iter().enumerate().any(|(i, &byte)| {
+        byte < 0x20
+            || byte == 0x7f
+            || (byte == 0xc2
+                && bytes
+                    .get(i + 1)
+                    .is_some_and(|next| (0x80..=0x9f).contains(next)))
+    })
 }
 
 fn trimmed(text: Cow<'_, str>) -> Cow<'_, str> {
@@ -328,6 +342,22 @@ mod tests {
         let mut value: serde_json::Value = serde_json::from_str(GOOD).unwrap();
         value.as_object_mut().unwrap().remove(field);
         value.to_string()
+    }
+
+    #[test]
+    fn finds_control_characters_exactly_as_char_is_control_does() {
+        let mut texts: Vec<String> = (0u32..0x800)
+            .filter_map(char::from_u32)
+            .flat_map(|c| [c.to_string(), format!("ab{c}"), format!("{c}é\u{2028}z")])
+            .collect();
+        texts.extend(["", "plain", "ünïcödé", "\u{85}", "\u{a0}", "¡¿"].map(String::from));
+        for text in &texts {
+            assert_eq!(
+                has_control_character(text),
+                text.chars().any(char::is_control),
+                "{text:?}"
+            );
+        }
     }
 
     #[test]

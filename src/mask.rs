@@ -5,7 +5,7 @@
 //! unkeyed SHA-256 would give away in seconds.
 
 use std::fmt::{self, Write as _};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
@@ -113,7 +113,11 @@ impl Masker {
     /// "2001:db8:0:0:0:0:0:1" mask equally.
     pub fn mask_ip(&self, ip: IpAddr) -> Masked {
         let mut canonical = StackText::new();
-        write!(canonical, "{ip}").expect("an IP address fits 64 bytes");
+        match ip {
+            // The common case, spelled out: `Display` costs more than the rest of the mask.
+            IpAddr::V4(v4) => write_ipv4(&mut canonical, v4),
+            IpAddr::V6(_) => write!(canonical, "{ip}").expect("an IP address fits 64 bytes"),
+        }
         self.mask(canonical.as_bytes())
     }
 
@@ -132,12 +136,30 @@ impl Masker {
 
 fn to_lower_hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut hex = String::with_capacity(bytes.len() * 2);
+    let mut hex = Vec::with_capacity(bytes.len() * 2);
     for &byte in bytes {
-        hex.push(DIGITS[usize::from(byte >> 4)] as char);
-        hex.push(DIGITS[usize::from(byte & 0x0f)] as char);
+        hex.extend_from_slice(&[
+            DIGITS[usize::from(byte >> 4)],
+            DIGITS[usize::from(byte & 0x0f)],
+        ]);
     }
-    hex
+    String::from_utf8(hex).expect("hex digits are ASCII")
+}
+
+/// `v4` in dotted decimal exactly as `Ipv4Addr`'s `Display` writes it (no leading zeros).
+fn write_ipv4(out: &mut StackText, v4: Ipv4Addr) {
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push(b'.');
+        }
+        if octet >= 100 {
+            out.push(b'0' + octet / 100);
+        }
+        if octet >= 10 {
+            out.push(b'0' + octet / 10 % 10);
+        }
+        out.push(b'0' + octet % 10);
+    }
 }
 
 /// A small stack buffer for formatting an address without a heap allocation per record.
@@ -155,6 +177,11 @@ impl StackText {
     }
     fn as_bytes(&self) -> &[u8] {
         &self.buf[..self.len]
+    }
+    /// Appends one byte; an IPv4 address (at most 15) always fits.
+    fn push(&mut self, byte: u8) {
+        self.buf[self.len] = byte;
+        self.len += 1;
     }
 }
 
@@ -204,6 +231,25 @@ mod tests {
         let long: IpAddr = "2001:0DB8:0:0:0:0:0:0001".parse().unwrap();
         assert_eq!(m.mask_ip(short), m.mask_ip(long));
         assert_eq!(m.mask_ip(short), m.mask(b"2001:db8::1"));
+    }
+
+    #[test]
+    fn ipv4_addresses_are_spelled_as_display_spells_them() {
+        let m = masker();
+        for octets in [
+            [0, 0, 0, 0],
+            [255, 255, 255, 255],
+            [1, 2, 3, 4],
+            [10, 0, 99, 100],
+            [199, 172, 111, 135],
+            [9, 10, 109, 110],
+        ] {
+            let ip = Ipv4Addr::from(octets);
+            let mut fast = StackText::new();
+            write_ipv4(&mut fast, ip);
+            assert_eq!(fast.as_bytes(), ip.to_string().as_bytes());
+            assert_eq!(m.mask_ip(IpAddr::V4(ip)), m.mask(ip.to_string().as_bytes()));
+        }
     }
 
     #[test]
