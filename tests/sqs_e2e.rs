@@ -476,3 +476,33 @@ async fn a_fifo_queue_keeps_each_group_in_order_and_stops_a_group_at_its_first_f
     }
     db.drop_database().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_while_a_batch_gathers_gives_its_messages_back_at_once() {
+    let db = TestDb::new().await;
+    let function = function_on(&db.url).await;
+    // A visibility timeout far longer than the test: only the mapping can make them visible.
+    let queue = TestQueue::standard("login-stop", 600, None).await;
+    queue
+        .send_all(&(0..3).map(login_body).collect::<Vec<_>>())
+        .await;
+    let args = ["--batch-size", "100", "--batching-window", "300"];
+    let mut esm = Esm::start(&queue, &function, &args, "info");
+    eventually("the mapping holding all 3 messages", &esm, || async {
+        queue.depth().await == (0, 3, 0)
+    })
+    .await;
+
+    // The stop waits for the poll under way (up to 20 s): a long poll given up half-way could
+    // still take messages and hide them for the whole visibility timeout.
+    esm.interrupt();
+    let status = esm.exit().await;
+    assert!(status.success(), "{status}: {}", esm.log());
+    // Visible again in seconds (LocalStack applies visibility changes about 1 s late), not in 600.
+    eventually("the 3 messages visible again", &esm, || async {
+        queue.depth().await == (3, 0, 0)
+    })
+    .await;
+    assert_eq!(db.count().await, 0, "nothing was sent to the function");
+    db.drop_database().await;
+}

@@ -55,7 +55,7 @@ pub fn next_receive(
     Some(Receive {
         max: room.min(MAX_PER_RECEIVE),
         // Whole seconds, rounded down, so a poll never outlasts the window.
-        wait_secs: left.as_secs().min(MAX_WAIT_SECS) as i32,
+        wait_secs: (left.as_secs().min(MAX_WAIT_SECS) as i32).min(settings.receive_wait_secs),
     })
 }
 
@@ -77,11 +77,12 @@ pub enum Gathered {
     Stopped,
 }
 
-/// Gathers one batch from the queue.
+/// Gathers one batch from the queue. A stop takes effect when the current poll returns (at most
+/// its wait): what was gathered goes back to the queue.
 pub async fn gather(
     queue: &Queue,
     settings: &Settings,
-    stop: &mut Stop,
+    stop: &Stop,
 ) -> Result<Gathered, QueueError> {
     let mut batch: Vec<Received> = Vec::new();
     let mut window_opened: Option<Instant> = None;
@@ -90,13 +91,9 @@ pub async fn gather(
         let Some(step) = next_receive(batch.len(), payload_size(&batch), elapsed, settings) else {
             break;
         };
-        let received = tokio::select! {
-            received = queue.receive(step.max, step.wait_secs) => received,
-            _ = stop.wait() => {
-                release(queue, &batch).await;
-                return Ok(Gathered::Stopped);
-            }
-        };
+        // Never abandoned half-way: SQS would still hand messages to a long poll the client
+        // gave up on, and they would stay hidden for a whole visibility timeout.
+        let received = queue.receive(step.max, step.wait_secs).await;
         let messages = match received {
             Ok(messages) => messages,
             Err(error) if batch.is_empty() => return Err(error),
@@ -106,6 +103,10 @@ pub async fn gather(
                 break;
             }
         };
+        if stop.is_set() && messages.is_empty() {
+            release(queue, &batch).await;
+            return Ok(Gathered::Stopped);
+        }
         if messages.is_empty() {
             if batch.is_empty() {
                 return Ok(Gathered::Batch(batch));
@@ -121,6 +122,10 @@ pub async fn gather(
                 Ok(received) => batch.push(received),
                 Err(error) => tracing::warn!(%error, "message skipped"),
             }
+        }
+        if stop.is_set() {
+            release(queue, &batch).await;
+            return Ok(Gathered::Stopped);
         }
     }
     let (batch, overflow) = fit(batch, MAX_PAYLOAD_BYTES);
@@ -143,6 +148,10 @@ async fn release(queue: &Queue, records: &[Received]) {
         .map(|r| (r.message_id.as_str(), r.receipt_handle.as_str()))
         .collect();
     let settled = queue.release(&handles).await;
+    tracing::debug!(
+        released = settled.done,
+        "gathered messages made visible again"
+    );
     for (message_id, why) in &settled.refused {
         tracing::warn!(%message_id, %why, "could not release; it returns after the visibility timeout");
     }
@@ -217,6 +226,17 @@ mod tests {
             })
         );
         assert_eq!(next_receive(10, 100, Duration::from_secs(5), &s), None);
+        // Draining polls for at most 1 s at a time, also inside a window.
+        let draining = Settings {
+            receive_wait_secs: 1,
+            ..s
+        };
+        assert_eq!(
+            next_receive(10, 100, Duration::ZERO, &draining)
+                .unwrap()
+                .wait_secs,
+            1
+        );
         assert_eq!(next_receive(100, 100, Duration::ZERO, &s), None);
     }
 

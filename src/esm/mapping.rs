@@ -111,7 +111,7 @@ impl Mapping {
                 permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
                 _ = stop.wait() => break,
             };
-            match gather(&self.queue, settings, &mut stop).await {
+            match gather(&self.queue, settings, &stop).await {
                 Ok(Gathered::Stopped) => break,
                 Ok(Gathered::Batch(batch)) if batch.is_empty() => {
                     drop(permit);

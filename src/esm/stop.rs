@@ -1,5 +1,6 @@
-//! The stop signal: the first Ctrl-C (or SIGTERM) asks for a clean stop, in which the batches in
-//! flight are answered and settled; a second one exits at once.
+//! The stop signal: the first Ctrl-C (or SIGTERM) asks for a clean stop, in which the current
+//! poll returns, what was gathered goes back to the queue, and the batches in flight are answered
+//! and settled; a second one exits at once.
 
 use tokio::sync::watch;
 
@@ -27,7 +28,7 @@ impl Stop {
                     _ = terminate.recv() => {}
                 }
                 if n == 0 {
-                    tracing::info!("stopping: answering the batches in flight (again to quit now)");
+                    tracing::info!("stopping once the current poll returns and the batches in flight are answered (again to quit now)");
                     let _ = sender.send(true);
                 } else {
                     tracing::warn!(
