@@ -147,7 +147,9 @@ fn row_from(
     masker: &Masker,
     today: Date,
 ) -> Result<LoginRow, String> {
-    if message_id.chars().count() > MESSAGE_ID_MAX_CHARS {
+    // Bytes bound characters from above: count characters only for a long id.
+    if message_id.len() > MESSAGE_ID_MAX_CHARS && message_id.chars().count() > MESSAGE_ID_MAX_CHARS
+    {
         return Err(format!(
             "messageId is longer than {MESSAGE_ID_MAX_CHARS} characters"
         ));
