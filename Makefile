@@ -1,5 +1,5 @@
 # The two commands of the README, and a few more for day-to-day work.
-.PHONY: demo demo-sqs test lint build
+.PHONY: demo demo-sqs test bench lint build
 
 demo:  ## run the main job: throw-away Postgres, the function under cargo lambda watch, sample events
 	bash scripts/demo.sh
@@ -9,6 +9,9 @@ demo-sqs:  ## the real queue flow: LocalStack's SQS, login-etl-esm, the function
 
 test:  ## set up and pass every test
 	bash scripts/test.sh
+
+bench:  ## the benchmarks of BENCHMARKS.md on a durable throw-away Postgres (a few minutes)
+	bash scripts/bench.sh $(ARGS)
 
 lint:
 	cargo fmt --all -- --check

@@ -3,8 +3,10 @@
 //! Cold start is the time from spawning the process to its first `GET .../invocation/next`,
 //! which the runtime sends once `main` has read the configuration, built the masker, connected,
 //! prepared its statements and started the runtime client: the moment Lambda would consider
-//! init done. The connect and prepare to the local server are measured on their own in this
-//! process and subtracted, to estimate the cold start "before connecting".
+//! init done. Two estimates of the part before connecting: the connect and prepare to the local
+//! server measured on their own in this process and subtracted; and the time until the binary
+//! exits when the database port refuses the connection (an upper bound: it includes building
+//! the TLS connector, the refused connect, the error log line and the process exit).
 //! Peak RSS is `VmHWM` of the function's process after it answered one 5,000-record batch.
 
 use std::process::Stdio;
@@ -72,6 +74,11 @@ pub async fn report(admin: &Client, url: &str, config: DatabaseConfig) {
         .unwrap()
         .get(0);
 
+    let mut refused_ms: Vec<f64> = Vec::new();
+    for _ in 0..COLD_STARTS {
+        refused_ms.push(Function::time_to_refused_exit().await.as_secs_f64() * 1e3);
+    }
+
     let cold = median(&mut cold_ms);
     let connect = median(&mut connect_ms);
     println!("| measure | median of {COLD_STARTS} |");
@@ -83,6 +90,10 @@ pub async fn report(admin: &Client, url: &str, config: DatabaseConfig) {
     println!(
         "| cold start before connecting (difference) | {:.1} ms |",
         cold - connect
+    );
+    println!(
+        "| spawn -> exit when the database refuses the connection (upper bound) | {:.1} ms |",
+        median(&mut refused_ms)
     );
     println!(
         "| peak RSS when ready (VmHWM) | {:.1} MiB |",
@@ -144,6 +155,36 @@ impl Function {
             waiting,
             cold_start,
         }
+    }
+
+    /// Spawn to exit, with DATABASE_URL on a loopback port where nothing listens.
+    async fn time_to_refused_exit() -> Duration {
+        let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port(); // the listener is dropped here: the port refuses connections
+        let spawned = Instant::now();
+        let status = Command::new(BINARY)
+            .env_clear()
+            .env("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9")
+            .env("AWS_LAMBDA_FUNCTION_NAME", "login-etl")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+            .env(
+                "DATABASE_URL",
+                format!("postgres://etl@127.0.0.1:{closed_port}/etl?sslmode=disable"),
+            )
+            .env("MASKING_KEY", workload::MASKING_KEY)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await
+            .expect("run the login-etl binary");
+        let elapsed = spawned.elapsed();
+        assert!(!status.success(), "login-etl must fail without a database");
+        elapsed
     }
 
     fn pid(&self) -> String {

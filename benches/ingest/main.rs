@@ -135,6 +135,8 @@ struct Pass {
 enum Path {
     Handler,
     Copy,
+    /// The handler's own CPU work: `plan_batch` without any database call.
+    PlanOnly,
     Candidate(candidates::Candidate),
 }
 
@@ -143,12 +145,14 @@ impl Path {
         match self {
             Path::Handler => "handler (Processor::process)",
             Path::Copy => "COPY baseline (binary, pre-masked)",
+            Path::PlanOnly => "of which plan_batch alone (no database)",
             Path::Candidate(c) => c.name(),
         }
     }
 }
 
 struct Bench {
+    masker: Masker,
     admin: Client,
     raw: Client,
     processor: Processor,
@@ -183,6 +187,12 @@ impl Bench {
                     outcome.stored
                 }
                 Path::Copy => self.copy.write(&self.raw, &batch.new_rows).await,
+                Path::PlanOnly => {
+                    let today = OffsetDateTime::now_utc().date();
+                    let plan = plan_batch(&batch.records, &self.masker, today).unwrap();
+                    std::hint::black_box(&plan);
+                    batch.new_rows.len()
+                }
                 Path::Candidate(candidate) => {
                     self.candidates
                         .write(&self.raw, candidate, &batch.new_rows)
@@ -342,12 +352,13 @@ async fn main() {
     let mut bench = Bench {
         copy: candidates::Copy::prepare(&raw).await,
         candidates: candidates::Candidates::prepare(&raw).await,
+        masker: masker.clone(),
         admin,
         raw,
         processor: Processor::new(masker.clone(), store),
     };
 
-    let mut paths = vec![Path::Handler, Path::Copy];
+    let mut paths = vec![Path::Handler, Path::Copy, Path::PlanOnly];
     if options.candidates {
         paths.extend(candidates::Candidate::ALL.map(Path::Candidate));
     }
