@@ -43,14 +43,53 @@ impl Emulator {
         let child = command
             .spawn()
             .expect("cargo-lambda is installed (`make test` installs it)");
-        let emulator = Emulator { port, child };
+        let mut emulator = Emulator { port, child };
         for _ in 0..300 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return emulator;
             }
+            if let Ok(Some(status)) = emulator.child.try_wait() {
+                panic!("`cargo lambda watch` exited ({status}): is cargo-lambda installed? `make test` installs it");
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
         panic!("cargo lambda watch did not listen on port {port} within 30 s");
+    }
+
+    /// Invokes the function with `cargo lambda invoke --data-file`, as a user would, and
+    /// returns its JSON response.
+    pub fn invoke(&self, event: &serde_json::Value) -> serde_json::Value {
+        let file = std::env::temp_dir().join(format!(
+            "login-etl-event-{}-{}.json",
+            std::process::id(),
+            self.port
+        ));
+        std::fs::write(&file, event.to_string()).unwrap();
+        // `timeout`: an invoke waits forever for a function that failed to start.
+        let output = Command::new("timeout")
+            .args([
+                "180",
+                "cargo",
+                "lambda",
+                "invoke",
+                "-A",
+                "127.0.0.1",
+                "-P",
+                &self.port.to_string(),
+            ])
+            .args(["login-etl", "--data-file"])
+            .arg(&file)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("cargo lambda invoke runs");
+        std::fs::remove_file(&file).ok();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "invoke failed: {stdout} {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|_| panic!("response is JSON: {stdout}"))
     }
 
     /// The base URL of its Lambda Invoke API.
