@@ -479,9 +479,6 @@ impl Store {
         deadline: Instant,
     ) -> Result<usize, Attempt> {
         let insert = Insert::for_keys(key_ids);
-        self.prepared(deadline, insert)
-            .await
-            .map_err(Attempt::Unreachable)?;
         // The vault's entries need the INSERT's data-modifying CTE, so only plain rows use COPY.
         let by_copy = insert == Insert::Rows && rows.len() >= COPY_FROM_ROWS;
         if by_copy {
@@ -489,6 +486,11 @@ impl Store {
                 .await
                 .map_err(Attempt::Unreachable)?;
         }
+        // Last, so that nothing can reconnect (and drop prepared statements) after it. Should
+        // that have dropped the COPY statements, the INSERT alone does the job.
+        self.prepared(deadline, insert)
+            .await
+            .map_err(Attempt::Unreachable)?;
         let client = self.client.as_ref().expect("connected above");
         let statement = self.prepared[insert as usize]
             .as_ref()
