@@ -28,17 +28,6 @@ on_exit "rm -rf \"$STATE\""
 LOG="$STATE/function.log"
 PORT="$(free_port)"
 
-# cargo-lambda runs the function in a process group of its own: stop the whole session.
-stop_session() {
-  local leader="$1" i
-  kill -TERM "$leader" 2>/dev/null || true
-  for ((i = 0; i < 30; i++)); do
-    [ -z "$(ps -o pid= -s "$leader")" ] && return 0
-    sleep 0.1
-  done
-  ps -o pid= -s "$leader" | xargs -r kill -KILL 2>/dev/null || true
-}
-
 show_log_tail() {
   echo "--- last lines of the function's log ---" >&2
   tail -n 30 "$LOG" >&2 || true

@@ -6,27 +6,13 @@ mod common;
 
 use aws_lambda_events::event::sqs::SqsMessage;
 use common::*;
-use login_etl::batch::{plan_batch, BatchOutcome};
+use login_etl::batch::plan_batch;
 use login_etl::mask::Masker;
 use login_etl::store::Store;
 use serde_json::json;
 
 /// Comfortably above the size from which the store uses COPY.
 const LARGE: usize = 250;
-
-fn batch(prefix: &str, range: std::ops::Range<usize>) -> Vec<SqsMessage> {
-    range
-        .map(|i| sqs_record(&format!("{prefix}-{i:04}"), GOOD_BODY))
-        .collect()
-}
-
-fn failed_ids(outcome: &BatchOutcome) -> Vec<String> {
-    outcome
-        .failures
-        .iter()
-        .map(|f| f.message_id.clone())
-        .collect()
-}
 
 #[tokio::test]
 async fn a_large_batch_stores_the_same_rows_as_a_small_one() {
@@ -37,7 +23,7 @@ async fn a_large_batch_stores_the_same_rows_as_a_small_one() {
         .await
         .unwrap();
     let large = processor
-        .process(&batch("large", 0..LARGE), in_seconds(10))
+        .process(&good_batch("large", 0..LARGE), in_seconds(10))
         .await
         .unwrap();
     assert_eq!((small.stored, large.stored), (1, LARGE));
@@ -56,7 +42,7 @@ async fn a_large_batch_stores_the_same_rows_as_a_small_one() {
     assert_eq!(distinct, 1, "every column equal on both paths");
     let masked_ip: String = client
         .query_one(
-            "SELECT masked_ip FROM user_logins WHERE message_id = 'large-0007'",
+            "SELECT masked_ip FROM user_logins WHERE message_id = 'large-00007'",
             &[],
         )
         .await
@@ -82,14 +68,14 @@ async fn redeliveries_in_a_large_batch_are_successes_not_rows() {
     let db = TestDb::new().await;
     let processor = db.processor().await;
     let first = processor
-        .process(&batch("m", 0..LARGE), in_seconds(10))
+        .process(&good_batch("m", 0..LARGE), in_seconds(10))
         .await
         .unwrap();
     assert_eq!(first.stored, LARGE);
     // 100 of the first batch again, 200 new ones, and one id twice in the batch.
-    let mut records = redelivered(batch("m", 150..LARGE));
-    records.extend(batch("m", LARGE..450));
-    records.push(sqs_record("m-0300", GOOD_BODY));
+    let mut records = redelivered(good_batch("m", 150..LARGE));
+    records.extend(good_batch("m", LARGE..450));
+    records.push(sqs_record("m-00300", GOOD_BODY));
     let second = processor.process(&records, in_seconds(10)).await.unwrap();
     assert!(second.failures.is_empty());
     assert_eq!(
@@ -107,11 +93,11 @@ async fn a_stored_message_marked_as_a_first_delivery_is_still_a_duplicate() {
     let db = TestDb::new().await;
     let processor = db.processor().await;
     processor
-        .process(&batch("m", 0..LARGE), in_seconds(10))
+        .process(&good_batch("m", 0..LARGE), in_seconds(10))
         .await
         .unwrap();
     let again = processor
-        .process(&batch("m", 100..350), in_seconds(10))
+        .process(&good_batch("m", 100..350), in_seconds(10))
         .await
         .unwrap();
     assert!(again.failures.is_empty());
@@ -124,7 +110,7 @@ async fn a_stored_message_marked_as_a_first_delivery_is_still_a_duplicate() {
 async fn an_id_repeated_in_the_rows_given_to_the_store_is_stored_once() {
     let db = TestDb::new().await;
     let masker = Masker::new(KEY.as_bytes()).unwrap();
-    let records = batch("m", 0..LARGE);
+    let records = good_batch("m", 0..LARGE);
     let plan = plan_batch(&records, &masker, time::OffsetDateTime::now_utc().date()).unwrap();
     let mut rows = plan.rows.clone();
     rows.push(rows[17].clone());
@@ -145,12 +131,12 @@ async fn rows_refused_in_a_large_batch_are_isolated() {
     db.refuse_banned_user().await;
     let processor = db.processor().await;
     let banned = body_with("user_id", Some(json!("banned")));
-    let mut records = batch("m", 0..LARGE);
+    let mut records = good_batch("m", 0..LARGE);
     for i in [3, 190] {
-        records[i] = sqs_record(&format!("m-{i:04}"), &banned);
+        records[i] = sqs_record(&format!("m-{i:05}"), &banned);
     }
     let outcome = processor.process(&records, in_seconds(10)).await.unwrap();
-    assert_eq!(failed_ids(&outcome), ["m-0003", "m-0190"]);
+    assert_eq!(failed_ids(&outcome), ["m-00003", "m-00190"]);
     assert!(
         outcome.failures[0].reason.contains("no_banned_users"),
         "{}",
@@ -169,7 +155,7 @@ async fn a_large_fifo_batch_stops_at_the_first_refused_row() {
     let banned = body_with("user_id", Some(json!("banned")));
     let records: Vec<_> = (0..LARGE)
         .map(|i| {
-            let id = format!("m-{i:04}");
+            let id = format!("m-{i:05}");
             sqs_record_on(
                 "login-queue.fifo",
                 &id,
@@ -179,9 +165,9 @@ async fn a_large_fifo_batch_stops_at_the_first_refused_row() {
         .collect();
     let outcome = processor.process(&records, in_seconds(10)).await.unwrap();
     assert_eq!(outcome.failures.len(), LARGE - 200);
-    assert_eq!(failed_ids(&outcome)[0], "m-0200");
+    assert_eq!(failed_ids(&outcome)[0], "m-00200");
     let stored = db.stored_message_ids().await;
     assert_eq!(stored.len(), 200);
-    assert_eq!(stored.last().map(String::as_str), Some("m-0199"));
+    assert_eq!(stored.last().map(String::as_str), Some("m-00199"));
     db.drop_database().await;
 }

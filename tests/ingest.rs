@@ -4,19 +4,9 @@
 mod common;
 
 use common::*;
-use login_etl::batch::BatchOutcome;
 use login_etl::handler::HandlerError;
 use login_etl::store::{Store, StoreError, MIGRATIONS};
 use serde_json::json;
-
-fn failed_ids(outcome: &BatchOutcome) -> Vec<String> {
-    outcome
-        .response()
-        .batch_item_failures
-        .into_iter()
-        .map(|f| f.item_identifier)
-        .collect()
-}
 
 #[tokio::test]
 async fn a_clean_batch_becomes_masked_rows() {

@@ -6,24 +6,9 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use login_etl::batch::BatchOutcome;
 use login_etl::config::DatabaseConfig;
 use serde_json::json;
 use tokio::time::Instant;
-
-fn batch(prefix: &str, n: usize) -> Vec<aws_lambda_events::event::sqs::SqsMessage> {
-    (0..n)
-        .map(|i| sqs_record(&format!("{prefix}-{i:05}"), GOOD_BODY))
-        .collect()
-}
-
-fn failed_ids(outcome: &BatchOutcome) -> Vec<String> {
-    outcome
-        .failures
-        .iter()
-        .map(|f| f.message_id.clone())
-        .collect()
-}
 
 /// A migrated database on a private server, so the test may restart that server.
 async fn private_db(server: &PrivateServer) -> (String, tokio_postgres::Client) {
@@ -51,7 +36,7 @@ async fn the_function_recovers_from_a_restart_between_invocations() {
     let processor = processor_on(DatabaseConfig::from_url(&url).unwrap()).await;
     assert_eq!(
         processor
-            .process(&batch("before", 10), in_seconds(10))
+            .process(&good_batch("before", 0..10), in_seconds(10))
             .await
             .unwrap()
             .stored,
@@ -62,7 +47,7 @@ async fn the_function_recovers_from_a_restart_between_invocations() {
 
     // Same processor, same execution environment: no cold start, one reconnect.
     let outcome = processor
-        .process(&batch("after", 10), in_seconds(10))
+        .process(&good_batch("after", 0..10), in_seconds(10))
         .await
         .unwrap();
     assert_eq!((outcome.stored, outcome.failures.len()), (10, 0));
@@ -75,7 +60,7 @@ async fn a_restart_during_an_invocation_loses_and_duplicates_nothing() {
     let server = PrivateServer::durable();
     let (url, blocker) = private_db(&server).await;
     let processor = processor_on(DatabaseConfig::from_url(&url).unwrap()).await;
-    let records = batch("during", 200);
+    let records = good_batch("during", 0..200);
 
     // Hold a lock so the insert is in flight on the server when it goes down.
     blocker
@@ -130,7 +115,7 @@ async fn a_statement_past_the_deadline_is_cancelled_and_reported_not_stored() {
 
     let deadline = Instant::now() + Duration::from_millis(800);
     let outcome = processor
-        .process(&batch("late", 5), deadline)
+        .process(&good_batch("late", 0..5), deadline)
         .await
         .unwrap();
     assert_eq!(failed_ids(&outcome).len(), 5);
@@ -150,7 +135,7 @@ async fn a_statement_past_the_deadline_is_cancelled_and_reported_not_stored() {
     assert_eq!(db.count().await, 0);
     // The redelivery succeeds on a fresh connection.
     let retry = processor
-        .process(&batch("late", 5), in_seconds(10))
+        .process(&good_batch("late", 0..5), in_seconds(10))
         .await
         .unwrap();
     assert_eq!(retry.stored, 5);
@@ -162,7 +147,7 @@ async fn a_deadline_already_passed_stores_nothing_and_reports_everything() {
     let db = TestDb::new().await;
     let processor = db.processor().await;
     let outcome = processor
-        .process(&batch("gone", 3), Instant::now())
+        .process(&good_batch("gone", 0..3), Instant::now())
         .await
         .unwrap();
     assert_eq!(
@@ -179,7 +164,7 @@ async fn a_batch_of_ten_thousand_records_with_bad_rows_scattered() {
     db.refuse_banned_user().await;
     let processor = db.processor().await;
     let banned = body_with("user_id", Some(json!("banned")));
-    let mut records = batch("big", 10_000);
+    let mut records = good_batch("big", 0..10_000);
     for i in [17, 4_321, 9_999] {
         records[i] = sqs_record(&format!("big-{i:05}"), &banned);
     }
@@ -211,13 +196,13 @@ async fn the_function_needs_only_insert_and_select_on_user_logins() {
     assert_ne!(url, db.url, "the test URL names the postgres user");
     let processor = processor_on(DatabaseConfig::from_url(&url).unwrap()).await;
     let outcome = processor
-        .process(&batch("least", 5), in_seconds(10))
+        .process(&good_batch("least", 0..5), in_seconds(10))
         .await
         .unwrap();
     assert_eq!(outcome.stored, 5);
     // Redelivery (ON CONFLICT DO NOTHING) works with the same grants.
     let again = processor
-        .process(&batch("least", 5), in_seconds(10))
+        .process(&good_batch("least", 0..5), in_seconds(10))
         .await
         .unwrap();
     assert_eq!(again.duplicates, 5);

@@ -210,6 +210,23 @@ pub fn sqs_event(records: Vec<SqsMessage>) -> SqsEvent {
     event
 }
 
+/// Valid login messages with ids `{prefix}-00000`, `{prefix}-00001`, ... for `numbers`.
+pub fn good_batch(prefix: &str, numbers: std::ops::Range<usize>) -> Vec<SqsMessage> {
+    numbers
+        .map(|i| sqs_record(&format!("{prefix}-{i:05}"), GOOD_BODY))
+        .collect()
+}
+
+/// The messageIds a batch answered as failed, from the response SQS would get.
+pub fn failed_ids(outcome: &login_etl::batch::BatchOutcome) -> Vec<String> {
+    outcome
+        .response()
+        .batch_item_failures
+        .into_iter()
+        .map(|f| f.item_identifier)
+        .collect()
+}
+
 /// A login body with one field replaced (or removed, with `None`).
 pub fn body_with(field: &str, value: Option<serde_json::Value>) -> String {
     let mut body: serde_json::Value = serde_json::from_str(GOOD_BODY).unwrap();
