@@ -63,16 +63,6 @@ step "login-etl-esm --drain: one line per batch; it exits once the queue is empt
 step "the queues now"
 .venv-localstack/bin/python scripts/demo_sqs.py report "$QUEUE_URL"
 
-step "user_logins_readable, a sample: app_version decoded, masks cut to 10 of their 64 hex digits"
-limit="LIMIT $ROWS_SHOWN"
-[ "$ROWS_SHOWN" = all ] && limit=""
-psql -X -q "$DATABASE_URL" -P pager=off -P null='(null)' -c "
-  SELECT left(user_id, 8) || '…' AS user_id, device_type,
-         left(masked_ip, 10) || '…' AS masked_ip,
-         left(masked_device_id, 10) || '…' AS masked_device_id,
-         locale, app_version, create_date
-  FROM user_logins_readable
-  ORDER BY message_id
-  $limit"
+show_sample_rows "$ROWS_SHOWN"
 rows="$(psql -X -At "$DATABASE_URL" -c 'SELECT count(*) FROM user_logins')"
 echo "user_logins holds $rows rows; every other message is in login-queue-dlq (above)."

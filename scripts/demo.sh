@@ -85,17 +85,7 @@ invoke events/stream-01.json --redelivery
 after="$(psql -X -At "$DATABASE_URL" -c 'SELECT count(*) FROM user_logins')"
 echo "  user_logins had $before rows before and has $after after: a redelivery is a success, not a second row"
 
-step "user_logins_readable, a sample: app_version decoded, masks cut to 10 of their 64 hex digits"
-limit="LIMIT $ROWS_SHOWN"
-[ "$ROWS_SHOWN" = all ] && limit=""
-psql -X -q "$DATABASE_URL" -P pager=off -P null='(null)' -c "
-  SELECT left(user_id, 8) || '…' AS user_id, device_type,
-         left(masked_ip, 10) || '…' AS masked_ip,
-         left(masked_device_id, 10) || '…' AS masked_device_id,
-         locale, app_version, create_date
-  FROM user_logins_readable
-  ORDER BY message_id
-  $limit"
+show_sample_rows "$ROWS_SHOWN"
 [ "$ROWS_SHOWN" = all ] || echo "($ROWS_SHOWN of $after rows; DEMO_ROWS=all make demo prints every row)"
 
 step "the same rows counted by app_version"

@@ -168,3 +168,18 @@ stop_session() {
   done
   ps -o pid= -s "$leader" | xargs -r kill -KILL 2>/dev/null || true
 }
+
+# Prints rows of user_logins_readable for the demos: show_sample_rows COUNT|all
+show_sample_rows() {
+  local shown="$1" limit=""
+  [ "$shown" = all ] || limit="LIMIT $shown"
+  step "user_logins_readable, a sample: app_version decoded, masks cut to 10 of their 64 hex digits"
+  psql -X -q "$DATABASE_URL" -P pager=off -P null='(null)' -c "
+    SELECT left(user_id, 8) || '…' AS user_id, device_type,
+           left(masked_ip, 10) || '…' AS masked_ip,
+           left(masked_device_id, 10) || '…' AS masked_device_id,
+           locale, app_version, create_date
+    FROM user_logins_readable
+    ORDER BY message_id
+    $limit"
+}
