@@ -92,43 +92,127 @@ pub fn plan_batch(
     masker: &Masker,
     today: Date,
 ) -> Result<BatchPlan, BatchError> {
-    let mut plan = BatchPlan {
-        received: records.len(),
-        rows: Vec::with_capacity(records.len()),
-        fifo: records.first().is_some_and(is_fifo),
-        key_ids: KeyIds {
-            mask: masker.key_id().to_owned(),
-            vault: masker.recovery_key_id().map(str::to_owned),
-        },
-        ..BatchPlan::default()
-    };
-    let mut seen: HashSet<&str> = HashSet::with_capacity(records.len());
-    for (position, record) in records.iter().enumerate() {
-        let message_id = record
-            .message_id
-            .as_deref()
-            .filter(|id| !id.is_empty())
-            .ok_or(BatchError::MissingMessageId { position })?;
-        if !seen.insert(message_id) {
-            plan.repeated_in_batch += 1;
-            continue;
+    Ok(Planner::new(records, masker, today)?.finish())
+}
+
+/// Plans a batch one row at a time, so that the store can stream each row to the database while
+/// the next one is parsed and masked (the server ingests on the other core meanwhile).
+pub struct Planner<'a> {
+    records: &'a [SqsMessage],
+    masker: &'a Masker,
+    today: Date,
+    /// The first record not planned yet.
+    next: usize,
+    seen: HashSet<&'a str>,
+    plan: BatchPlan,
+}
+
+impl<'a> Planner<'a> {
+    /// Fails, before anything is planned or written, when a record has no messageId: such a
+    /// batch is refused as a whole.
+    pub fn new(
+        records: &'a [SqsMessage],
+        masker: &'a Masker,
+        today: Date,
+    ) -> Result<Self, BatchError> {
+        if let Some(position) = records.iter().position(|r| message_id_of(r).is_none()) {
+            return Err(BatchError::MissingMessageId { position });
         }
-        if plan.fifo && !plan.invalid.is_empty() {
-            plan.invalid.push(Failure {
+        Ok(Planner {
+            records,
+            masker,
+            today,
+            next: 0,
+            seen: HashSet::with_capacity(records.len()),
+            plan: BatchPlan {
+                received: records.len(),
+                rows: Vec::with_capacity(records.len()),
+                fifo: records.first().is_some_and(is_fifo),
+                key_ids: KeyIds {
+                    mask: masker.key_id().to_owned(),
+                    vault: masker.recovery_key_id().map(str::to_owned),
+                },
+                ..BatchPlan::default()
+            },
+        })
+    }
+
+    /// Plans records until one yields a row, and returns that row; `None` once all are planned.
+    pub fn next_row(&mut self) -> Option<&LoginRow> {
+        while let Some(record) = self.records.get(self.next) {
+            self.next += 1;
+            if self.plan_record(record) {
+                return self.plan.rows.last();
+            }
+        }
+        None
+    }
+
+    /// Plans every record not planned yet.
+    pub fn plan_rest(&mut self) {
+        while self.next_row().is_some() {}
+    }
+
+    /// What is planned so far (all of it after `plan_rest`).
+    pub fn plan(&self) -> &BatchPlan {
+        &self.plan
+    }
+
+    pub fn finish(mut self) -> BatchPlan {
+        self.plan_rest();
+        self.plan
+    }
+
+    /// The ids of the records SQS does not mark as first deliveries: only these rows can be
+    /// stored already. Known before any body is parsed, so the lookup can start at once.
+    pub fn maybe_stored_ids(&self) -> Vec<&'a str> {
+        self.records
+            .iter()
+            .filter(|record| !first_receive(record))
+            .filter_map(message_id_of)
+            .collect()
+    }
+
+    /// Plans one record; true when it became a row.
+    fn plan_record(&mut self, record: &'a SqsMessage) -> bool {
+        let message_id = message_id_of(record).expect("checked in Planner::new");
+        if !self.seen.insert(message_id) {
+            self.plan.repeated_in_batch += 1;
+            return false;
+        }
+        if self.plan.fifo && !self.plan.invalid.is_empty() {
+            self.plan.invalid.push(Failure {
                 message_id: message_id.to_owned(),
                 reason: FIFO_STOPPED.to_owned(),
             });
-            continue;
+            return false;
         }
-        match row_from(record, message_id, masker, today) {
-            Ok(row) => plan.rows.push(row),
-            Err(reason) => plan.invalid.push(Failure {
-                message_id: message_id.to_owned(),
-                reason,
-            }),
+        match row_from(record, message_id, self.masker, self.today) {
+            Ok(row) => {
+                self.plan.rows.push(row);
+                true
+            }
+            Err(reason) => {
+                self.plan.invalid.push(Failure {
+                    message_id: message_id.to_owned(),
+                    reason,
+                });
+                false
+            }
         }
     }
-    Ok(plan)
+}
+
+fn message_id_of(record: &SqsMessage) -> Option<&str> {
+    record.message_id.as_deref().filter(|id| !id.is_empty())
+}
+
+/// SQS delivers the message for the first time (`ApproximateReceiveCount` is 1).
+fn first_receive(record: &SqsMessage) -> bool {
+    record
+        .attributes
+        .get("ApproximateReceiveCount")
+        .is_some_and(|count| count == "1")
 }
 
 /// The reason given for FIFO messages held back behind an earlier failure.
@@ -170,10 +254,7 @@ fn row_from(
         locale: event.locale.map(|l| l.into_owned()),
         app_version: event.app_version.encoded(),
         create_date,
-        first_receive: record
-            .attributes
-            .get("ApproximateReceiveCount")
-            .is_some_and(|count| count == "1"),
+        first_receive: first_receive(record),
     })
 }
 
@@ -296,6 +377,19 @@ mod tests {
         .unwrap();
         let hints: Vec<bool> = plan.rows.iter().map(|r| r.first_receive).collect();
         assert_eq!(hints, [true, false, false]);
+    }
+
+    #[test]
+    fn looks_up_only_ids_not_marked_as_first_deliveries() {
+        let mut first = message("m1", GOOD);
+        first
+            .attributes
+            .insert("ApproximateReceiveCount".into(), "1".into());
+        let records = [first, message("m2", "not json"), message("m3", GOOD)];
+        let masker = masker();
+        let planner = Planner::new(&records, &masker, TODAY).unwrap();
+        // Known before any body is parsed; an invalid message's id costs only a lookup.
+        assert_eq!(planner.maybe_stored_ids(), ["m2", "m3"]);
     }
 
     #[test]

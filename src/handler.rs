@@ -1,4 +1,4 @@
-//! One invocation: plan the batch, write it, log the tally, answer with the failures.
+//! One invocation: plan the batch while writing it, log the tally, answer with the failures.
 
 use std::fmt;
 use std::time::{Duration, SystemTime};
@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use crate::batch::{plan_batch, BatchError, BatchOutcome};
+use crate::batch::{BatchError, BatchOutcome, Planner};
 use crate::mask::Masker;
 use crate::metrics::Emf;
 use crate::store::{Store, StoreError};
@@ -92,16 +92,19 @@ impl Processor {
     ) -> Result<BatchOutcome, HandlerError> {
         let started = Instant::now();
         let today = OffsetDateTime::now_utc().date();
-        let plan = plan_batch(records, &self.masker, today).map_err(|e| {
+        let mut planner = Planner::new(records, &self.masker, today).map_err(|e| {
             tracing::error!(error = %e, "batch rejected");
             HandlerError::Batch(e)
         })?;
+        // Planning and writing overlap: a large batch's rows stream to the database as they are
+        // planned.
         let written = self
             .store
             .lock()
             .await
-            .write(&plan.rows, &plan.key_ids, deadline, plan.fifo)
+            .write_planning(&mut planner, deadline)
             .await;
+        let plan = planner.finish();
         let report = written.map_err(|e| {
             tracing::error!(error = %e, received = records.len(), "batch failed; returning an error so it is retried");
             HandlerError::Store(e)

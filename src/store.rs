@@ -6,7 +6,9 @@
 //! A large batch goes by binary COPY, which PostgreSQL loads about twice as fast as any INSERT
 //! (BENCHMARKS.md): which redelivered ids are stored already is looked up in the same flight as
 //! the COPY starts, and only the new rows are streamed. Should the COPY still hit the unique
-//! index (a concurrent duplicate delivery), the batch goes by INSERT instead.
+//! index (a concurrent duplicate delivery), the batch goes by INSERT instead. The handler's
+//! batches are planned while they stream (`write_planning`): the server ingests one row while
+//! the client parses and masks the next, on the other core.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -22,7 +24,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Statement};
 
-use crate::batch::{Failure, KeyIds, LoginRow, FIFO_STOPPED};
+use crate::batch::{Failure, KeyIds, LoginRow, Planner, FIFO_STOPPED};
 use crate::config::{DatabaseConfig, SslMode};
 
 /// The migrations, in the order they are applied (file-name order).
@@ -382,26 +384,76 @@ impl Store {
         deadline: Instant,
         stop_at_first_failure: bool,
     ) -> Result<WriteReport, StoreError> {
+        self.write_after(rows, key_ids, deadline, stop_at_first_failure, None)
+            .await
+    }
+
+    /// Plans and writes a batch like `plan_batch` then `write`, but a large batch without the
+    /// vault is streamed: the COPY starts at once and each row goes out as soon as it is
+    /// planned, so the server ingests while the client parses and masks. Everything after that
+    /// first attempt (bisection, the INSERT fallback, deadlines, the one reconnect) is `write`'s,
+    /// on the then complete plan. Leaves `planner` fully planned whatever happens.
+    pub async fn write_planning(
+        &mut self,
+        planner: &mut Planner<'_>,
+        deadline: Instant,
+    ) -> Result<WriteReport, StoreError> {
+        let key_ids = planner.plan().key_ids.clone();
+        let fifo = planner.plan().fifo;
+        let streamed = Insert::for_keys(&key_ids) == Insert::Rows
+            && planner.plan().received >= COPY_FROM_ROWS
+            && Instant::now() < deadline;
+        let first = if streamed {
+            let attempt = self
+                .insert(Rows::Planning(&mut *planner), &key_ids, deadline)
+                .await;
+            // After an error or the deadline the rest still has to be planned and reported.
+            planner.plan_rest();
+            Some(attempt)
+        } else {
+            planner.plan_rest();
+            None
+        };
+        self.write_after(&planner.plan().rows, &key_ids, deadline, fifo, first)
+            .await
+    }
+
+    /// `write`, where the attempt on the whole of `rows` may have been made already (`first`).
+    async fn write_after(
+        &mut self,
+        rows: &[LoginRow],
+        key_ids: &KeyIds,
+        deadline: Instant,
+        stop_at_first_failure: bool,
+        mut first: Option<Result<usize, Attempt>>,
+    ) -> Result<WriteReport, StoreError> {
         let mut report = WriteReport::default();
         // Ranges still to write, the next one on top; left halves go first to keep order.
         let mut pending: Vec<Range<usize>> = Vec::with_capacity(8);
         pending.push(0..rows.len());
         let mut reconnected = false;
         while let Some(range) = pending.pop() {
-            if range.is_empty() {
-                continue;
-            }
-            if stop_at_first_failure && !report.failures.is_empty() {
-                report.failures.extend(fail_all(&rows[range], FIFO_STOPPED));
-                continue;
-            }
-            if Instant::now() >= deadline {
-                report
-                    .failures
-                    .extend(fail_all(&rows[range], NOT_CONFIRMED));
-                continue;
-            }
-            match self.insert(&rows[range.clone()], key_ids, deadline).await {
+            let attempt = match first.take() {
+                Some(attempt) => attempt,
+                None => {
+                    if range.is_empty() {
+                        continue;
+                    }
+                    if stop_at_first_failure && !report.failures.is_empty() {
+                        report.failures.extend(fail_all(&rows[range], FIFO_STOPPED));
+                        continue;
+                    }
+                    if Instant::now() >= deadline {
+                        report
+                            .failures
+                            .extend(fail_all(&rows[range], NOT_CONFIRMED));
+                        continue;
+                    }
+                    self.insert(Rows::Planned(&rows[range.clone()]), key_ids, deadline)
+                        .await
+                }
+            };
+            match attempt {
                 Ok(inserted) => {
                     report.inserted += inserted;
                     report.already_stored += range.len() - inserted;
@@ -474,13 +526,18 @@ impl Store {
     /// One write of `rows` (one INSERT, or COPY for a large batch); returns how many were new.
     async fn insert(
         &mut self,
-        rows: &[LoginRow],
+        mut rows: Rows<'_, '_>,
         key_ids: &KeyIds,
         deadline: Instant,
     ) -> Result<usize, Attempt> {
         let insert = Insert::for_keys(key_ids);
         // The vault's entries need the INSERT's data-modifying CTE, so only plain rows use COPY.
-        let by_copy = insert == Insert::Rows && rows.len() >= COPY_FROM_ROWS;
+        // Rows still being planned go by COPY: write_planning streams only large batches.
+        let by_copy = insert == Insert::Rows
+            && match &rows {
+                Rows::Planned(rows) => rows.len() >= COPY_FROM_ROWS,
+                Rows::Planning(_) => true,
+            };
         if by_copy {
             self.prepare_copy(deadline)
                 .await
@@ -506,14 +563,14 @@ impl Store {
         let server_timeout = format!("SET statement_timeout = {remaining_ms}");
         let write = async {
             if let Some(copy) = copy {
-                match copy_new_rows(client, copy, rows, &key_ids.mask).await {
+                match copy_new_rows(client, copy, &mut rows, &key_ids.mask).await {
                     // Another writer stored one of the ids since we looked (or `rows` repeats
                     // one): the INSERT's ON CONFLICT sorts it out. The failed COPY stored nothing.
                     Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {}
                     copied => return copied,
                 }
             }
-            insert_rows(client, statement, insert, rows, key_ids).await
+            insert_rows(client, statement, insert, rows.all(), key_ids).await
         };
         let pipelined = async {
             let (set, written) = tokio::join!(client.batch_execute(&server_timeout), write);
@@ -568,15 +625,18 @@ async fn insert_rows(
 async fn copy_new_rows(
     client: &Client,
     statements: &CopyStatements,
-    rows: &[LoginRow],
+    rows: &mut Rows<'_, '_>,
     mask_key_id: &str,
 ) -> Result<usize, tokio_postgres::Error> {
     // Only redeliveries can be stored already; SQS marks first deliveries (`first_receive`).
-    let redelivered: Vec<&str> = rows
-        .iter()
-        .filter(|row| !row.first_receive)
-        .map(|row| row.message_id.as_str())
-        .collect();
+    let redelivered: Vec<&str> = match rows {
+        Rows::Planned(rows) => rows
+            .iter()
+            .filter(|row| !row.first_receive)
+            .map(|row| row.message_id.as_str())
+            .collect(),
+        Rows::Planning(planner) => planner.maybe_stored_ids(),
+    };
     let lookup: [&(dyn ToSql + Sync); 1] = [&redelivered];
     let looking_up = async {
         if redelivered.is_empty() {
@@ -591,24 +651,62 @@ async fn copy_new_rows(
     let stored: HashSet<&str> = stored.iter().map(|row| row.get(0)).collect();
     let writer = BinaryCopyInWriter::new(sink?, &COPY_TYPES);
     tokio::pin!(writer);
-    for row in rows
-        .iter()
-        .filter(|row| !stored.contains(row.message_id.as_str()))
-    {
-        let values: [&(dyn ToSql + Sync); 9] = [
-            &row.message_id,
-            &row.user_id,
-            &row.device_type,
-            &row.masked_ip,
-            &row.masked_device_id,
-            &row.locale,
-            &row.app_version,
-            &row.create_date,
-            &mask_key_id,
-        ];
-        writer.as_mut().write(&values).await?;
+    let is_new = |row: &LoginRow| !stored.contains(row.message_id.as_str());
+    match rows {
+        Rows::Planned(rows) => {
+            for row in rows.iter().filter(|row| is_new(row)) {
+                copy_row(writer.as_mut(), row, mask_key_id).await?;
+            }
+        }
+        // The writer hands the server a buffer every 4 KiB, and waits for the connection to
+        // take it, so the server ingests these rows while the next ones are planned.
+        Rows::Planning(planner) => {
+            while let Some(row) = planner.next_row() {
+                if is_new(row) {
+                    copy_row(writer.as_mut(), row, mask_key_id).await?;
+                }
+            }
+        }
     }
     Ok(writer.finish().await? as usize)
+}
+
+async fn copy_row(
+    writer: std::pin::Pin<&mut BinaryCopyInWriter>,
+    row: &LoginRow,
+    mask_key_id: &str,
+) -> Result<(), tokio_postgres::Error> {
+    let values: [&(dyn ToSql + Sync); 9] = [
+        &row.message_id,
+        &row.user_id,
+        &row.device_type,
+        &row.masked_ip,
+        &row.masked_device_id,
+        &row.locale,
+        &row.app_version,
+        &row.create_date,
+        &mask_key_id,
+    ];
+    writer.write(&values).await
+}
+
+/// The rows of one write: planned already, or planned while they are written.
+enum Rows<'r, 'p> {
+    Planned(&'r [LoginRow]),
+    Planning(&'r mut Planner<'p>),
+}
+
+impl Rows<'_, '_> {
+    /// All the rows, planning the rest first.
+    fn all(&mut self) -> &[LoginRow] {
+        match self {
+            Rows::Planned(rows) => rows,
+            Rows::Planning(planner) => {
+                planner.plan_rest();
+                &planner.plan().rows
+            }
+        }
+    }
 }
 
 /// How long a cancel request may take; well inside the handler's deadline margin.

@@ -6,7 +6,8 @@ mod common;
 
 use aws_lambda_events::event::sqs::SqsMessage;
 use common::*;
-use login_etl::batch::plan_batch;
+use login_etl::batch::{plan_batch, BatchError};
+use login_etl::handler::HandlerError;
 use login_etl::mask::Masker;
 use login_etl::store::Store;
 use serde_json::json;
@@ -169,5 +170,54 @@ async fn a_large_fifo_batch_stops_at_the_first_refused_row() {
     let stored = db.stored_message_ids().await;
     assert_eq!(stored.len(), 200);
     assert_eq!(stored.last().map(String::as_str), Some("m-00199"));
+    db.drop_database().await;
+}
+
+#[tokio::test]
+async fn a_large_batch_with_a_record_without_message_id_stores_nothing() {
+    // Rows stream to the database while the batch is planned; a record that fails the whole
+    // batch must still be found before any row is written, however late it comes.
+    let db = TestDb::new().await;
+    let processor = db.processor().await;
+    let mut records = good_batch("m", 0..LARGE);
+    records[LARGE - 1].message_id = None;
+    let error = processor
+        .process(&records, in_seconds(10))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            HandlerError::Batch(BatchError::MissingMessageId { position }) if position == LARGE - 1
+        ),
+        "{error:?}"
+    );
+    assert_eq!(db.count().await, 0);
+    db.drop_database().await;
+}
+
+#[tokio::test]
+async fn a_large_fifo_batch_stops_at_the_first_invalid_message() {
+    // The plan holds back everything after an invalid message while earlier rows already
+    // stream to the database: only the rows before it may be stored.
+    let db = TestDb::new().await;
+    let processor = db.processor().await;
+    let records: Vec<_> = (0..LARGE)
+        .map(|i| {
+            let id = format!("m-{i:05}");
+            sqs_record_on(
+                "login-queue.fifo",
+                &id,
+                if i == 150 { "not json" } else { GOOD_BODY },
+            )
+        })
+        .collect();
+    let outcome = processor.process(&records, in_seconds(10)).await.unwrap();
+    assert_eq!(failed_ids(&outcome)[0], "m-00150");
+    assert_eq!(outcome.failures.len(), LARGE - 150);
+    assert_eq!((outcome.stored, outcome.invalid), (150, LARGE - 150));
+    let stored = db.stored_message_ids().await;
+    assert_eq!(stored.len(), 150);
+    assert_eq!(stored.last().map(String::as_str), Some("m-00149"));
     db.drop_database().await;
 }
