@@ -95,8 +95,8 @@ pub fn plan_batch(
     Ok(Planner::new(records, masker, today)?.finish())
 }
 
-/// Plans a batch one row at a time, so that the store can stream each row to the database while
-/// the next one is parsed and masked (the server ingests on the other core meanwhile).
+/// Plans a batch one record at a time, so that the store can stream each row to the database
+/// while the next one is parsed and masked (the server ingests on the other core meanwhile).
 pub struct Planner<'a> {
     records: &'a [SqsMessage],
     masker: &'a Masker,
@@ -137,20 +137,24 @@ impl<'a> Planner<'a> {
         })
     }
 
-    /// Plans records until one yields a row, and returns that row; `None` once all are planned.
-    pub fn next_row(&mut self) -> Option<&LoginRow> {
-        while let Some(record) = self.records.get(self.next) {
-            self.next += 1;
-            if self.plan_record(record) {
-                return self.plan.rows.last();
-            }
-        }
-        None
+    /// Plans the next record (into a row or a failure); false when every record was planned.
+    pub fn plan_next(&mut self) -> bool {
+        let Some(record) = self.records.get(self.next) else {
+            return false;
+        };
+        self.next += 1;
+        self.plan_record(record);
+        true
+    }
+
+    /// Every record is planned.
+    pub fn is_done(&self) -> bool {
+        self.next == self.records.len()
     }
 
     /// Plans every record not planned yet.
     pub fn plan_rest(&mut self) {
-        while self.next_row().is_some() {}
+        while self.plan_next() {}
     }
 
     /// What is planned so far (all of it after `plan_rest`).
@@ -173,32 +177,25 @@ impl<'a> Planner<'a> {
             .collect()
     }
 
-    /// Plans one record; true when it became a row.
-    fn plan_record(&mut self, record: &'a SqsMessage) -> bool {
+    fn plan_record(&mut self, record: &'a SqsMessage) {
         let message_id = message_id_of(record).expect("checked in Planner::new");
         if !self.seen.insert(message_id) {
             self.plan.repeated_in_batch += 1;
-            return false;
+            return;
         }
         if self.plan.fifo && !self.plan.invalid.is_empty() {
             self.plan.invalid.push(Failure {
                 message_id: message_id.to_owned(),
                 reason: FIFO_STOPPED.to_owned(),
             });
-            return false;
+            return;
         }
         match row_from(record, message_id, self.masker, self.today) {
-            Ok(row) => {
-                self.plan.rows.push(row);
-                true
-            }
-            Err(reason) => {
-                self.plan.invalid.push(Failure {
-                    message_id: message_id.to_owned(),
-                    reason,
-                });
-                false
-            }
+            Ok(row) => self.plan.rows.push(row),
+            Err(reason) => self.plan.invalid.push(Failure {
+                message_id: message_id.to_owned(),
+                reason,
+            }),
         }
     }
 }

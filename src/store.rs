@@ -645,7 +645,11 @@ async fn copy_new_rows(
             client.query(&statements.stored_ids, &lookup).await
         }
     };
-    let (stored, sink) = tokio::join!(looking_up, client.copy_in(&statements.copy));
+    let requests = async { tokio::join!(looking_up, client.copy_in(&statements.copy)) };
+    let (stored, sink) = match rows {
+        Rows::Planned(_) => requests.await,
+        Rows::Planning(planner) => plan_while(requests, planner).await,
+    };
     // On an error here the sink, if any, is dropped, which aborts the COPY: nothing is stored.
     let stored = stored?;
     let stored: HashSet<&str> = stored.iter().map(|row| row.get(0)).collect();
@@ -661,14 +665,42 @@ async fn copy_new_rows(
         // The writer hands the server a buffer every 4 KiB, and waits for the connection to
         // take it, so the server ingests these rows while the next ones are planned.
         Rows::Planning(planner) => {
-            while let Some(row) = planner.next_row() {
-                if is_new(row) {
-                    copy_row(writer.as_mut(), row, mask_key_id).await?;
+            let mut sent = 0;
+            loop {
+                for row in &planner.plan().rows[sent..] {
+                    if is_new(row) {
+                        copy_row(writer.as_mut(), row, mask_key_id).await?;
+                    }
+                }
+                sent = planner.plan().rows.len();
+                if !planner.plan_next() {
+                    break;
                 }
             }
         }
     }
     Ok(writer.finish().await? as usize)
+}
+
+/// Records planned between two looks at the connection while waiting for the server.
+const PLAN_AHEAD_STEP: usize = 32;
+
+/// Awaits `requests` while planning rows: the answers take a round trip, in which the client
+/// would otherwise sit idle. Yields between steps so the connection task can send the requests
+/// and read the answers (the runtime has one thread).
+async fn plan_while<F: std::future::Future>(requests: F, planner: &mut Planner<'_>) -> F::Output {
+    tokio::pin!(requests);
+    loop {
+        tokio::select! {
+            biased;
+            answers = &mut requests => return answers,
+            () = tokio::task::yield_now(), if !planner.is_done() => {
+                for _ in 0..PLAN_AHEAD_STEP {
+                    planner.plan_next();
+                }
+            }
+        }
+    }
 }
 
 async fn copy_row(
