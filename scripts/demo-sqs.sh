@@ -10,8 +10,6 @@ source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 trap 'exit 130' INT TERM # bash skips the EXIT trap (our clean-up) on a signal unless we exit
 
-# DEMO ONLY: a made-up key so the demo needs no secret. Masks made with it protect nothing.
-DEMO_MASKING_KEY="demo-only-masking-key--not-a-secret--never-deploy"
 ROWS_SHOWN="${DEMO_ROWS:-12}"
 # Short, so the bad message reaches the dead-letter queue within seconds (2 receives).
 VISIBILITY_S=3

@@ -9,9 +9,6 @@ source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 trap 'exit 130' INT TERM # bash skips the EXIT trap (our clean-up) on a signal unless we exit
 
-# DEMO ONLY: a made-up key so the demo needs no secret. Masks made with it protect nothing. The
-# deployed function has no default: it reads MASKING_KEY from Secrets Manager (template.yaml).
-DEMO_MASKING_KEY="demo-only-masking-key--not-a-secret--never-deploy"
 ROWS_SHOWN="${DEMO_ROWS:-12}"
 
 on_exit 'echo; echo "==> cleaned up: function and throw-away PostgreSQL stopped"'

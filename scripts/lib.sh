@@ -5,6 +5,11 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CARGO_LAMBDA_VERSION="1.9.2"
 CLEANUPS=()
 
+# DEMO ONLY (make demo, make demo-sqs): a made-up key so the demos need no secret. Masks made
+# with it protect nothing. The deployed function has no default: it reads MASKING_KEY from
+# Secrets Manager (template.yaml) and refuses to start without it.
+DEMO_MASKING_KEY="demo-only-masking-key--not-a-secret--never-deploy"
+
 step() { printf '\n==> %s\n' "$*"; }
 
 # Runs the registered clean-ups (newest first) on exit, whatever the exit status.

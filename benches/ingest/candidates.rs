@@ -7,7 +7,9 @@ use std::collections::HashSet;
 
 use login_etl::batch::LoginRow;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::{ToSql, Type};
+// Column types in COLUMNS order: the store's own, as COLUMNS is its COPY column list.
+use login_etl::store::COPY_TYPES as TYPES;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
 
 const COLUMNS: &str = "message_id, user_id, device_type, masked_ip, masked_device_id, locale, \
@@ -15,19 +17,6 @@ const COLUMNS: &str = "message_id, user_id, device_type, masked_ip, masked_devic
 
 /// The key id the benchmark's Masker records (`MASKING_KEY_ID` unset).
 const MASK_KEY_ID: &str = login_etl::mask::DEFAULT_KEY_ID;
-
-/// Column types in COLUMNS order, for the binary COPY format.
-const TYPES: [Type; 9] = [
-    Type::VARCHAR,
-    Type::VARCHAR,
-    Type::VARCHAR,
-    Type::VARCHAR,
-    Type::VARCHAR,
-    Type::VARCHAR,
-    Type::INT4,
-    Type::DATE,
-    Type::VARCHAR,
-];
 
 /// Streams rows through a prepared `COPY ... FROM STDIN (FORMAT binary)`; returns rows copied.
 async fn copy_rows<'a>(
