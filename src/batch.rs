@@ -31,6 +31,8 @@ pub struct LoginRow {
     /// cannot be stored yet: the store skips looking its id up. Only a hint: should a message
     /// be delivered twice at once, the unique index on message_id still keeps one row.
     pub first_receive: bool,
+    /// Where the message stands in the batch as delivered (the response keeps that order).
+    pub position: usize,
 }
 
 /// The ids of the keys a batch was masked and sealed with, stored beside the rows.
@@ -48,13 +50,29 @@ pub const MESSAGE_ID_MAX_CHARS: usize = 128;
 pub struct Failure {
     pub message_id: String,
     pub reason: String,
+    /// Where the message stands in the batch as delivered.
+    pub position: usize,
+}
+
+impl Failure {
+    /// A planned row that was not stored, and why.
+    pub fn of(row: &LoginRow, reason: impl Into<String>) -> Self {
+        Failure {
+            message_id: row.message_id.clone(),
+            reason: reason.into(),
+            position: row.position,
+        }
+    }
 }
 
 /// What to do with one batch.
 #[derive(Debug, Default)]
 pub struct BatchPlan {
     pub received: usize,
-    /// Rows in delivery order (the order matters for FIFO queues).
+    /// Rows in the global lock order, by messageId, so that concurrent writers of overlapping
+    /// batches take their row locks in one order and cannot deadlock; on FIFO queues in delivery
+    /// order, which matters there more (their batches are at most 10 messages, written by one
+    /// INSERT whose SQL sorts them).
     pub rows: Vec<LoginRow>,
     /// Messages that are not valid login events, plus, on FIFO queues, every message after the
     /// first failure.
@@ -96,12 +114,14 @@ pub fn plan_batch(
 }
 
 /// Plans a batch one record at a time, so that the store can stream each row to the database
-/// while the next one is parsed and masked (the server ingests on the other core meanwhile).
+/// while the next one is parsed and masked.
 pub struct Planner<'a> {
     records: &'a [SqsMessage],
+    /// The positions of `records` in the order they are planned (see `BatchPlan::rows`).
+    order: Vec<usize>,
     masker: &'a Masker,
     today: Date,
-    /// The first record not planned yet.
+    /// The first entry of `order` not planned yet.
     next: usize,
     seen: HashSet<&'a str>,
     plan: BatchPlan,
@@ -118,8 +138,15 @@ impl<'a> Planner<'a> {
         if let Some(position) = records.iter().position(|r| message_id_of(r).is_none()) {
             return Err(BatchError::MissingMessageId { position });
         }
+        let fifo = records.first().is_some_and(is_fifo);
+        let mut order: Vec<usize> = (0..records.len()).collect();
+        if !fifo {
+            // Stable, so of an id repeated in the batch the first delivery is the one planned.
+            order.sort_by_key(|&position| message_id_of(&records[position]));
+        }
         Ok(Planner {
             records,
+            order,
             masker,
             today,
             next: 0,
@@ -127,7 +154,7 @@ impl<'a> Planner<'a> {
             plan: BatchPlan {
                 received: records.len(),
                 rows: Vec::with_capacity(records.len()),
-                fifo: records.first().is_some_and(is_fifo),
+                fifo,
                 key_ids: KeyIds {
                     mask: masker.key_id().to_owned(),
                     vault: masker.recovery_key_id().map(str::to_owned),
@@ -139,11 +166,11 @@ impl<'a> Planner<'a> {
 
     /// Plans the next record (into a row or a failure); false when every record was planned.
     pub fn plan_next(&mut self) -> bool {
-        let Some(record) = self.records.get(self.next) else {
+        let Some(&position) = self.order.get(self.next) else {
             return false;
         };
         self.next += 1;
-        self.plan_record(record);
+        self.plan_record(position);
         true
     }
 
@@ -177,25 +204,25 @@ impl<'a> Planner<'a> {
             .collect()
     }
 
-    fn plan_record(&mut self, record: &'a SqsMessage) {
+    fn plan_record(&mut self, position: usize) {
+        let record = &self.records[position];
         let message_id = message_id_of(record).expect("checked in Planner::new");
         if !self.seen.insert(message_id) {
             self.plan.repeated_in_batch += 1;
             return;
         }
+        let fail = |reason: String| Failure {
+            message_id: message_id.to_owned(),
+            reason,
+            position,
+        };
         if self.plan.fifo && !self.plan.invalid.is_empty() {
-            self.plan.invalid.push(Failure {
-                message_id: message_id.to_owned(),
-                reason: FIFO_STOPPED.to_owned(),
-            });
+            self.plan.invalid.push(fail(FIFO_STOPPED.to_owned()));
             return;
         }
-        match row_from(record, message_id, self.masker, self.today) {
+        match row_from(record, message_id, position, self.masker, self.today) {
             Ok(row) => self.plan.rows.push(row),
-            Err(reason) => self.plan.invalid.push(Failure {
-                message_id: message_id.to_owned(),
-                reason,
-            }),
+            Err(reason) => self.plan.invalid.push(fail(reason)),
         }
     }
 }
@@ -225,6 +252,7 @@ fn is_fifo(record: &SqsMessage) -> bool {
 fn row_from(
     record: &SqsMessage,
     message_id: &str,
+    position: usize,
     masker: &Masker,
     today: Date,
 ) -> Result<LoginRow, String> {
@@ -252,6 +280,7 @@ fn row_from(
         app_version: event.app_version.encoded(),
         create_date,
         first_receive: first_receive(record),
+        position,
     })
 }
 
@@ -296,6 +325,8 @@ impl BatchOutcome {
         let failed = store_failures.len();
         let mut failures = plan.invalid;
         failures.extend(store_failures);
+        // Reported in delivery order, whatever order the rows were planned and written in.
+        failures.sort_unstable_by_key(|failure| failure.position);
         BatchOutcome {
             received: plan.received,
             stored: inserted,

@@ -1,62 +1,182 @@
 //! Log set-up for the function: Lambda's advanced logging controls (`AWS_LAMBDA_LOG_FORMAT=JSON`,
-//! `AWS_LAMBDA_LOG_LEVEL`, else `RUST_LOG`), with the database driver held at INFO.
+//! `AWS_LAMBDA_LOG_LEVEL`, else `RUST_LOG`), with every other crate held at INFO.
 //!
-//! Why the driver is held: at DEBUG, tokio-postgres logs every statement *with its parameters*,
-//! which are our rows, so one `RUST_LOG=debug` would put user ids into CloudWatch. The directive
-//! is added last, so no environment setting can lower it.
+//! Why the other crates are held: below INFO they log what passes through them, and that is our
+//! input. lambda_runtime logs every raw event at TRACE (ip and device_id in clear), tokio-postgres
+//! logs every statement with its parameters (our rows) at DEBUG, and the HTTP stack below the
+//! runtime logs what it reads. So only this crate's own events may go below INFO; no setting
+//! (`trace`, `lambda_runtime=trace`, a span filter) can lower the cap. Our own events never
+//! carry a value, at any level: they name the messageId, the field and the rule.
 
-use tracing_subscriber::filter::{EnvFilter, LevelFilter};
+use tracing::{Level, Metadata};
+use tracing_subscriber::filter::{filter_fn, EnvFilter, FilterExt, LevelFilter};
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::{Filter, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
 
-/// Crates whose DEBUG output would include row values.
-const HELD_AT_INFO: &[&str] = &["tokio_postgres=info", "postgres_protocol=info"];
+/// The target prefix of this crate's own events (the library and its binaries).
+const OWN_TARGET: &str = "login_etl";
 
-/// The filter the function logs with, from the level setting (`None`: INFO).
-pub fn filter(level_setting: Option<&str>) -> EnvFilter {
-    let mut filter = EnvFilter::builder()
+/// The most verbose level any other crate may log at.
+const OTHER_CRATES_AT_MOST: Level = Level::INFO;
+
+/// The filter the function logs with: the level setting (`None`: INFO), and whatever it says,
+/// nothing below INFO from any crate but this one.
+pub fn filter<S>(level_setting: Option<&str>) -> impl Filter<S> + Send + Sync + 'static
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+{
+    let setting = EnvFilter::builder()
         .with_default_directive(LevelFilter::INFO.into())
         .parse_lossy(level_setting.unwrap_or("info"));
-    for directive in HELD_AT_INFO {
-        filter = filter.add_directive(directive.parse().expect("static directive parses"));
+    setting.and(filter_fn(may_carry_no_payload))
+}
+
+/// This crate's events carry no values at any level; another crate's only down to INFO.
+fn may_carry_no_payload(metadata: &Metadata<'_>) -> bool {
+    is_own(metadata.target()) || *metadata.level() <= OTHER_CRATES_AT_MOST
+}
+
+fn is_own(target: &str) -> bool {
+    target
+        .strip_prefix(OWN_TARGET)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+}
+
+/// The level and format Lambda's advanced logging controls (or `RUST_LOG`) ask for.
+pub struct Settings {
+    pub level: Option<String>,
+    pub json: bool,
+}
+
+impl Settings {
+    pub fn from_env() -> Self {
+        let level = std::env::var("AWS_LAMBDA_LOG_LEVEL")
+            .or_else(|_| std::env::var("RUST_LOG"))
+            .ok();
+        let json =
+            std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+        Settings { level, json }
     }
-    filter
 }
 
 /// Installs the global subscriber, writing to stdout as Lambda expects.
 pub fn init() {
-    let level = std::env::var("AWS_LAMBDA_LOG_LEVEL")
-        .or_else(|_| std::env::var("RUST_LOG"))
-        .ok();
-    let json = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter(level.as_deref()))
+    install(&Settings::from_env(), std::io::stdout);
+}
+
+/// Installs the global subscriber with `settings`, writing to `writer` (tests capture the
+/// function's logs through the very same filter); false if one was installed already.
+pub fn install<W>(settings: &Settings, writer: W) -> bool
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    tracing_subscriber::registry()
+        .with(layer(settings, writer))
+        .try_init()
+        .is_ok()
+}
+
+/// The formatting layer with the function's filter, in text or JSON.
+pub fn layer<S, W>(settings: &Settings, writer: W) -> Box<dyn Layer<S> + Send + Sync + 'static>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let format = tracing_subscriber::fmt::layer()
         .with_target(false)
         .without_time() // CloudWatch stamps every line itself
-        .with_ansi(false);
-    if json {
-        builder.json().init();
+        .with_ansi(false)
+        .with_writer(writer);
+    let filter = filter(settings.level.as_deref());
+    if settings.json {
+        format.json().with_filter(filter).boxed()
     } else {
-        builder.init();
+        format.with_filter(filter).boxed()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// What the function's subscriber writes while `emit` runs, with `level` as the setting.
+    fn logged(level: &str, json: bool, emit: impl FnOnce()) -> String {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let writer = {
+            let buffer = buffer.clone();
+            move || SharedWriter(buffer.clone())
+        };
+        let settings = Settings {
+            level: Some(level.into()),
+            json,
+        };
+        let subscriber = tracing_subscriber::registry().with(layer(&settings, writer));
+        tracing::subscriber::with_default(subscriber, emit);
+        let bytes = buffer.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    struct SharedWriter(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for SharedWriter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
 
     #[test]
-    fn the_database_driver_never_logs_below_info() {
+    fn no_other_crate_logs_below_info_whatever_the_setting() {
         for setting in [
-            "debug",
             "trace",
-            "tokio_postgres=trace",
+            "debug",
+            "TRACE",
+            "lambda_runtime=trace",
+            "tokio_postgres=trace,postgres_protocol=trace",
             "login_etl=debug,tokio_postgres=debug",
+            "[{body}]=trace",
         ] {
-            let text = filter(Some(setting)).to_string();
-            assert!(text.contains("tokio_postgres=info"), "{setting}: {text}");
-            assert!(
-                !text.contains("tokio_postgres=debug") && !text.contains("tokio_postgres=trace"),
-                "{text}"
-            );
+            for json in [false, true] {
+                let text = logged(setting, json, || {
+                    tracing::trace!(target: "lambda_runtime::layers::api_response", body = "raw-event", "raw JSON event received from Lambda");
+                    tracing::debug!(target: "tokio_postgres::query", "executing statement with parameters [raw-row]");
+                    tracing::trace!(target: "hyper_util::client", "raw-bytes");
+                    tracing::info!(target: "lambda_runtime", "runtime-info");
+                });
+                assert!(!text.contains("raw-"), "{setting} (json {json}): {text}");
+                // A bare level lets everyone's INFO through; `crate=level` only that crate's.
+                if !setting.contains('=') {
+                    assert!(
+                        text.contains("runtime-info"),
+                        "{setting} (json {json}): {text}"
+                    );
+                }
+            }
         }
+    }
+
+    #[test]
+    fn this_crate_logs_at_the_level_asked_for() {
+        let text = logged("trace", true, || {
+            tracing::trace!(target: "login_etl::store", "own-trace");
+            tracing::debug!(target: "login_etl", "own-debug");
+            tracing::trace!(target: "login_etl_esm", "not-ours");
+        });
+        assert!(
+            text.contains("own-trace") && text.contains("own-debug"),
+            "{text}"
+        );
+        assert!(!text.contains("not-ours"), "{text}");
+        let quiet = logged("info", false, || {
+            tracing::debug!(target: "login_etl::store", "own-debug");
+        });
+        assert!(quiet.is_empty(), "{quiet}");
     }
 }

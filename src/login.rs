@@ -21,14 +21,16 @@ pub const DEVICE_ID_MAX_CHARS: usize = 256;
 /// address, so we refuse it before parsing.
 const IP_MAX_CHARS: usize = 64;
 
-/// A valid login event, borrowed from the message body where JSON escapes allow.
+/// A valid login event, borrowed from the message body where JSON escapes allow. Every text
+/// field has its surrounding whitespace trimmed; `ip` is canonical (an IPv4-mapped IPv6 address
+/// is folded to its IPv4 address).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoginEvent<'a> {
     pub user_id: Cow<'a, str>,
     pub device_type: Cow<'a, str>,
     pub ip: IpAddr,
-    /// Surrounding whitespace already trimmed: that is the canonical form the mask is taken of.
     pub device_id: Cow<'a, str>,
+    /// `None` when absent, `null` or empty.
     pub locale: Option<Cow<'a, str>>,
     pub app_version: AppVersion,
 }
@@ -192,19 +194,14 @@ impl<'a> RawLogin<'a> {
         let device_type = required_text("device_type", self.device_type, DEVICE_TYPE_MAX_CHARS)?;
         let app_version = AppVersion::parse(&required_text("app_version", self.app_version, 32)?)?;
         let ip_text = required_text("ip", self.ip, IP_MAX_CHARS)?;
-        let ip: IpAddr = ip_text.trim().parse().map_err(|_| Rejection::BadIp)?;
-        let device_id = trimmed(required_text(
-            "device_id",
-            self.device_id,
-            DEVICE_ID_MAX_CHARS,
-        )?);
-        if device_id.is_empty() {
-            return Err(Rejection::Empty("device_id"));
-        }
-        let locale = match self.locale {
-            JsonText::Absent | JsonText::Null => None,
-            other => Some(required_text("locale", other, LOCALE_MAX_CHARS)?),
-        };
+        let ip = ip_text
+            .parse::<IpAddr>()
+            .map_err(|_| Rejection::BadIp)?
+            // `::ffff:1.2.3.4` is the IPv4 address 1.2.3.4 as an IPv6 socket reports it: the same
+            // address, so the same mask (DESIGN.md).
+            .to_canonical();
+        let device_id = required_text("device_id", self.device_id, DEVICE_ID_MAX_CHARS)?;
+        let locale = optional_text("locale", self.locale, LOCALE_MAX_CHARS)?;
         Ok(LoginEvent {
             user_id,
             device_type,
@@ -216,17 +213,21 @@ impl<'a> RawLogin<'a> {
     }
 }
 
+/// A required text field, with surrounding whitespace trimmed: the one rule for every field.
+/// Producers pad values by accident (`" RU"`, `"abc\n"`), and the padded and the plain value
+/// are the same user, device or address, so they must store and mask the same. What is left must
+/// be non-empty, within `max_chars`, and free of control characters.
 fn required_text<'a>(
     field: &'static str,
     value: JsonText<'a>,
     max_chars: usize,
 ) -> Result<Cow<'a, str>, Rejection> {
     let text = match value {
-        JsonText::Text(text) => text,
+        JsonText::Text(text) => trimmed(text),
         JsonText::Absent | JsonText::Null => return Err(Rejection::MissingField(field)),
         JsonText::Other(found) => return Err(Rejection::WrongType { field, found }),
     };
-    if text.trim().is_empty() {
+    if text.is_empty() {
         return Err(Rejection::Empty(field));
     }
     // Byte length bounds character count from above, so the exact count is only needed when the
@@ -239,6 +240,19 @@ fn required_text<'a>(
         return Err(Rejection::ControlCharacter(field));
     }
     Ok(text)
+}
+
+/// An optional text field: absent, `null` and empty (after trimming) all mean unknown, `None`.
+fn optional_text<'a>(
+    field: &'static str,
+    value: JsonText<'a>,
+    max_chars: usize,
+) -> Result<Option<Cow<'a, str>>, Rejection> {
+    match value {
+        JsonText::Absent | JsonText::Null => Ok(None),
+        JsonText::Text(text) if text.trim().is_empty() => Ok(None),
+        other => required_text(field, other, max_chars).map(Some),
+    }
 }
 
 /// `text.chars().any(char::is_control)`, on bytes: the control characters are U+0000..=U+001F,
@@ -379,13 +393,16 @@ mod tests {
     }
 
     #[test]
-    fn locale_may_be_null_or_absent() {
-        assert_eq!(
-            LoginEvent::parse(&with_field("locale", "null"))
-                .unwrap()
-                .locale,
-            None
-        );
+    fn locale_null_absent_or_empty_is_unknown() {
+        for value in ["null", r#""""#, r#""   ""#] {
+            assert_eq!(
+                LoginEvent::parse(&with_field("locale", value))
+                    .unwrap()
+                    .locale,
+                None,
+                "{value}"
+            );
+        }
         assert_eq!(
             LoginEvent::parse(&without_field("locale")).unwrap().locale,
             None
@@ -559,6 +576,40 @@ mod tests {
                 "{ip}"
             );
         }
+    }
+
+    #[test]
+    fn trims_surrounding_whitespace_from_every_text_field() {
+        for (field, padded, plain) in [
+            ("user_id", "\" u-1\\t\"", "u-1"),
+            ("device_type", "\"ios \"", "ios"),
+            ("locale", "\"\\nRU \"", "RU"),
+            ("device_id", "\"  593-47-5928 \"", "593-47-5928"),
+        ] {
+            let body = with_field(field, padded);
+            let event = LoginEvent::parse(&body).unwrap();
+            let stored = match field {
+                "user_id" => event.user_id,
+                "device_type" => event.device_type,
+                "locale" => event.locale.unwrap(),
+                _ => event.device_id,
+            };
+            assert_eq!(stored, plain, "{field}");
+        }
+        let body = with_field("app_version", "\" 2.3.0 \"");
+        let event = LoginEvent::parse(&body).unwrap();
+        assert_eq!(event.app_version.encoded(), 2_003_000);
+        assert_eq!(
+            LoginEvent::parse(&with_field("user_id", "\" \\t \"")).unwrap_err(),
+            Rejection::Empty("user_id")
+        );
+    }
+
+    #[test]
+    fn folds_ipv4_mapped_addresses_to_ipv4() {
+        let body = with_field("ip", r#""::ffff:199.172.111.135""#);
+        let event = LoginEvent::parse(&body).unwrap();
+        assert_eq!(event.ip, "199.172.111.135".parse::<IpAddr>().unwrap());
     }
 
     #[test]

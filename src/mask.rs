@@ -109,14 +109,15 @@ impl Masker {
         Some(key.seal(kind, masked, &canonical.to_string()))
     }
 
-    /// Masks an address in its canonical spelling (as `IpAddr` prints it), so "2001:DB8::1" and
-    /// "2001:db8:0:0:0:0:0:1" mask equally.
+    /// Masks an address in its canonical spelling (as `IpAddr` prints it, an IPv4-mapped IPv6
+    /// address folded to its IPv4 address), so "2001:DB8::1" and "2001:db8:0:0:0:0:0:1" mask
+    /// equally, and so do "::ffff:1.2.3.4" and "1.2.3.4".
     pub fn mask_ip(&self, ip: IpAddr) -> Masked {
         let mut canonical = StackText::new();
-        match ip {
+        match ip.to_canonical() {
             // The common case, spelled out: `Display` costs more than the rest of the mask.
             IpAddr::V4(v4) => write_ipv4(&mut canonical, v4),
-            IpAddr::V6(_) => write!(canonical, "{ip}").expect("an IP address fits 64 bytes"),
+            IpAddr::V6(v6) => write!(canonical, "{v6}").expect("an IP address fits 64 bytes"),
         }
         self.mask(canonical.as_bytes())
     }
@@ -231,6 +232,24 @@ mod tests {
         let long: IpAddr = "2001:0DB8:0:0:0:0:0:0001".parse().unwrap();
         assert_eq!(m.mask_ip(short), m.mask_ip(long));
         assert_eq!(m.mask_ip(short), m.mask(b"2001:db8::1"));
+    }
+
+    #[test]
+    fn ipv4_mapped_addresses_mask_as_their_ipv4_address() {
+        let m = masker();
+        let plain: IpAddr = "1.2.3.4".parse().unwrap();
+        for mapped in [
+            "::ffff:1.2.3.4",
+            "::FFFF:0102:0304",
+            "0:0:0:0:0:ffff:1.2.3.4",
+        ] {
+            let mapped: IpAddr = mapped.parse().unwrap();
+            assert_eq!(m.mask_ip(mapped), m.mask_ip(plain), "{mapped}");
+        }
+        assert_eq!(m.mask_ip(plain), m.mask(b"1.2.3.4"));
+        // Only the mapped form folds: the deprecated IPv4-compatible ::1.2.3.4 is another address.
+        let compatible: IpAddr = "::1.2.3.4".parse().unwrap();
+        assert_ne!(m.mask_ip(compatible), m.mask_ip(plain));
     }
 
     #[test]

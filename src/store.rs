@@ -44,6 +44,9 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
 ];
 
 /// The row insert, shared by both statements below (a macro, so `concat!` can join literals).
+/// Rows go in messageId order, the global lock order: two writers of overlapping batches (SQS
+/// delivers a message to two instances at once) then wait on each other's first shared id
+/// instead of each holding one the other needs, which is a deadlock.
 macro_rules! insert_rows {
     () => {
         "INSERT INTO user_logins
@@ -52,6 +55,7 @@ macro_rules! insert_rows {
 SELECT m, u, d, ip, dev, l, v, c, $9::varchar
 FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::varchar[], $5::varchar[],
             $6::varchar[], $7::int4[], $8::date[]) AS t(m, u, d, ip, dev, l, v, c)
+ORDER BY m
 ON CONFLICT (message_id) DO NOTHING"
     };
 }
@@ -61,7 +65,10 @@ ON CONFLICT (message_id) DO NOTHING"
 const INSERT_ROWS: &str = insert_rows!();
 
 /// The batch insert when recovery is on: the vault entries go in the same statement, hence the
-/// same transaction, as their rows.
+/// same transaction, as their rows. They go in masked-value order: concurrent batches of the same
+/// users insert the same vault entries, and would otherwise deadlock on them. PostgreSQL runs a
+/// data-modifying CTE that the main query does not read after the main query, so every writer
+/// locks rows first, then vault entries, each in one order.
 const INSERT_ROWS_AND_VAULT: &str = concat!(
     "WITH vault AS (
     INSERT INTO pii_vault (masked_value, kind, key_id, ciphertext)
@@ -71,6 +78,7 @@ const INSERT_ROWS_AND_VAULT: &str = concat!(
           SELECT masked, 'device_id', sealed FROM unnest($5::varchar[], $11::bytea[]) AS d(masked, sealed)
          ) AS entries
     WHERE sealed IS NOT NULL
+    ORDER BY masked
     ON CONFLICT (masked_value) DO NOTHING
 )
 ",
@@ -178,8 +186,12 @@ pub struct WriteReport {
 pub enum ErrorKind {
     /// Caused by the data of some row in the statement (SQLSTATE classes 22 and 23).
     RowData,
-    /// Connection, resources, shutdown, serialization (08, 53, 57, 40) or no SQLSTATE at all
-    /// (I/O, closed connection): the batch may succeed later.
+    /// A deadlock or serialization failure (40P01, 40001): other writers, not an outage. The
+    /// connection is fine; the same statement is tried again.
+    Contention,
+    /// Connection, resources, shutdown, the rest of class 40, a server that has become read-only
+    /// (25006: a fail-over demoted it), or no SQLSTATE at all (I/O, closed connection): a new
+    /// connection may succeed now, the batch later.
     Transient,
     /// Anything else (permissions, missing table, syntax): retrying will not help by itself.
     Fatal,
@@ -189,6 +201,12 @@ pub fn classify(error: &tokio_postgres::Error) -> ErrorKind {
     let Some(code) = error.code() else {
         return ErrorKind::Transient;
     };
+    if code == &SqlState::T_R_DEADLOCK_DETECTED || code == &SqlState::T_R_SERIALIZATION_FAILURE {
+        return ErrorKind::Contention;
+    }
+    if code == &SqlState::READ_ONLY_SQL_TRANSACTION {
+        return ErrorKind::Transient;
+    }
     match &code.code()[..2] {
         "22" | "23" => ErrorKind::RowData,
         "08" | "53" | "57" | "40" => ErrorKind::Transient,
@@ -400,7 +418,10 @@ impl Store {
     ) -> Result<WriteReport, StoreError> {
         let key_ids = planner.plan().key_ids.clone();
         let fifo = planner.plan().fifo;
+        // FIFO batches are planned in delivery order, not the lock order the COPY needs (and
+        // are at most 10 messages anyway).
         let streamed = Insert::for_keys(&key_ids) == Insert::Rows
+            && !fifo
             && planner.plan().received >= COPY_FROM_ROWS
             && Instant::now() < deadline;
         let first = if streamed {
@@ -432,6 +453,7 @@ impl Store {
         let mut pending: Vec<Range<usize>> = Vec::with_capacity(8);
         pending.push(0..rows.len());
         let mut reconnected = false;
+        let mut contention_retries = 0;
         while let Some(range) = pending.pop() {
             let attempt = match first.take() {
                 Some(attempt) => attempt,
@@ -472,16 +494,41 @@ impl Store {
                         .failures
                         .extend(fail_all(&rows[range], NOT_CONFIRMED));
                 }
+                Err(Attempt::CancelledOnServer) => {
+                    tracing::warn!(
+                        "the server cancelled the write (SQLSTATE 57014) before the deadline"
+                    );
+                    report.failures.extend(fail_all(&rows[range], CANCELLED));
+                }
                 Err(Attempt::Unreachable(e)) => return Err(e),
                 Err(Attempt::Failed(e)) => match classify(&e) {
-                    ErrorKind::RowData if range.len() == 1 => report.failures.push(Failure {
-                        message_id: rows[range.start].message_id.clone(),
-                        reason: format!("the database refused the row ({})", describe(&e)),
-                    }),
+                    ErrorKind::RowData if range.len() == 1 => report.failures.push(Failure::of(
+                        &rows[range.start],
+                        format!("the database refused the row ({})", describe(&e)),
+                    )),
                     ErrorKind::RowData => {
                         let middle = range.start + range.len() / 2;
                         pending.push(middle..range.end);
                         pending.push(range.start..middle);
+                    }
+                    ErrorKind::Contention if contention_retries < CONTENTION_RETRIES => {
+                        contention_retries += 1;
+                        tracing::info!(error = %describe(&e), retry = contention_retries, "lock contention; writing again");
+                        tokio::time::sleep_until(
+                            deadline.min(Instant::now() + backoff(contention_retries)),
+                        )
+                        .await;
+                        pending.push(range);
+                    }
+                    ErrorKind::Contention => {
+                        let reason = format!(
+                            "not stored: the database aborted the write {} times for lock contention ({})",
+                            CONTENTION_RETRIES + 1,
+                            describe(&e)
+                        );
+                        report
+                            .failures
+                            .extend(rows[range].iter().map(|row| Failure::of(row, &reason)));
                     }
                     ErrorKind::Transient if !reconnected => {
                         tracing::warn!(error = %describe(&e), "database error; reconnecting once");
@@ -489,7 +536,12 @@ impl Store {
                         self.disconnect();
                         pending.push(range);
                     }
-                    ErrorKind::Transient => return Err(StoreError::Unavailable(describe(&e))),
+                    ErrorKind::Transient => {
+                        // The next invocation starts on a fresh connection (after a fail-over,
+                        // maybe to another server).
+                        self.disconnect();
+                        return Err(StoreError::Unavailable(describe(&e)));
+                    }
                     ErrorKind::Fatal => return Err(StoreError::Database(describe(&e))),
                 },
             }
@@ -538,16 +590,21 @@ impl Store {
                 Rows::Planned(rows) => rows.len() >= COPY_FROM_ROWS,
                 Rows::Planning(_) => true,
             };
+        // A prepare that waits past the deadline (behind a lock on the table, as an execute
+        // would) ends like an execute that does: the rows are reported, not the whole batch.
+        let unless_late = |e: StoreError| {
+            if Instant::now() >= deadline {
+                Attempt::Deadline
+            } else {
+                Attempt::Unreachable(e)
+            }
+        };
         if by_copy {
-            self.prepare_copy(deadline)
-                .await
-                .map_err(Attempt::Unreachable)?;
+            self.prepare_copy(deadline).await.map_err(unless_late)?;
         }
         // Last, so that nothing can reconnect (and drop prepared statements) after it. Should
         // that have dropped the COPY statements, the INSERT alone does the job.
-        self.prepared(deadline, insert)
-            .await
-            .map_err(Attempt::Unreachable)?;
+        self.prepared(deadline, insert).await.map_err(unless_late)?;
         let client = self.client.as_ref().expect("connected above");
         let statement = self.prepared[insert as usize]
             .as_ref()
@@ -578,8 +635,13 @@ impl Store {
         };
         match timeout_at(deadline, pipelined).await {
             Err(_) => Err(Attempt::Deadline),
+            // Ours fires at the deadline; one that comes sooner was someone else's.
             Ok(Err(e)) if e.code() == Some(&SqlState::QUERY_CANCELED) => {
-                Err(Attempt::TimedOutOnServer)
+                if Instant::now() + CANCEL_TIMEOUT >= deadline {
+                    Err(Attempt::TimedOutOnServer)
+                } else {
+                    Err(Attempt::CancelledOnServer)
+                }
             }
             Ok(Err(e)) => Err(Attempt::Failed(e)),
             Ok(Ok(inserted)) => Ok(inserted),
@@ -658,12 +720,16 @@ async fn copy_new_rows(
     let is_new = |row: &LoginRow| !stored.contains(row.message_id.as_str());
     match rows {
         Rows::Planned(rows) => {
-            for row in rows.iter().filter(|row| is_new(row)) {
+            // In the global lock order (plans are in it already, so this sort is a check).
+            let mut new_rows: Vec<&LoginRow> = rows.iter().filter(|row| is_new(row)).collect();
+            new_rows.sort_unstable_by(|a, b| a.message_id.cmp(&b.message_id));
+            for row in new_rows {
                 copy_row(writer.as_mut(), row, mask_key_id).await?;
             }
         }
         // The writer hands the server a buffer every 4 KiB, and waits for the connection to
-        // take it, so the server ingests these rows while the next ones are planned.
+        // take it, so the server ingests these rows while the next ones are planned. The planner
+        // plans a non-FIFO batch in messageId order, the global lock order.
         Rows::Planning(planner) => {
             let mut sent = 0;
             loop {
@@ -746,6 +812,8 @@ const CANCEL_TIMEOUT: Duration = Duration::from_millis(300);
 
 const NOT_CONFIRMED: &str = "not confirmed: the invocation deadline was reached";
 
+const CANCELLED: &str = "not stored: the server cancelled the statement (SQLSTATE 57014: pg_cancel_backend, or a statement_timeout set on the role or database) before the invocation deadline";
+
 /// How one statement attempt ended, when it did not succeed.
 enum Attempt {
     Failed(tokio_postgres::Error),
@@ -753,6 +821,9 @@ enum Attempt {
     Deadline,
     /// The server's statement_timeout (set to the deadline) aborted the statement: not committed.
     TimedOutOnServer,
+    /// The server cancelled the statement before the deadline (an administrator's
+    /// pg_cancel_backend, or a shorter timeout configured on the server): not committed.
+    CancelledOnServer,
     Unreachable(StoreError),
 }
 
@@ -788,10 +859,22 @@ impl<'a> Columns<'a> {
 }
 
 fn fail_all<'a>(rows: &'a [LoginRow], reason: &'a str) -> impl Iterator<Item = Failure> + 'a {
-    rows.iter().map(move |row| Failure {
-        message_id: row.message_id.clone(),
-        reason: reason.to_owned(),
-    })
+    rows.iter().map(move |row| Failure::of(row, reason))
+}
+
+/// How often a write aborted by a deadlock or serialization failure is tried again within the
+/// invocation. Rows go in one lock order, so none are expected; this covers what that order does
+/// not (a DBA's transaction, triggers, other writers of the table).
+const CONTENTION_RETRIES: u32 = 5;
+
+/// The pause before contention retry `n` (1, 2, ...): 5, 10, 20, 40, 80 ms plus up to as much
+/// again, so two writers that collided do not collide again in step.
+fn backoff(n: u32) -> Duration {
+    let base = Duration::from_millis(5 << (n.min(6) - 1));
+    let spread = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |now| now.subsec_nanos());
+    base + base.mul_f64(f64::from(spread % 1000) / 1000.0)
 }
 
 fn connect_message(config: &DatabaseConfig, detail: &str) -> String {

@@ -105,7 +105,7 @@ proptest! {
         let mut stored = BTreeSet::new();
         for (row, refused) in plan.rows.iter().zip(&refused_by_database) {
             if *refused {
-                store_failures.push(Failure { message_id: row.message_id.clone(), reason: "refused".into() });
+                store_failures.push(Failure::of(row, "refused"));
             } else {
                 stored.insert(row.message_id.clone());
             }

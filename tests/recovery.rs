@@ -9,7 +9,6 @@ use common::*;
 use login_etl::handler::Processor;
 use login_etl::mask::Masker;
 use login_etl::recovery::{recover, remask, RecoverError};
-use login_etl::store::Store;
 use login_etl::vault::{OpenError, PiiKind, RecoveryKey};
 use serde_json::json;
 
@@ -24,12 +23,7 @@ fn hex_of(fill: u8) -> String {
 }
 
 async fn processor_with(db: &TestDb, masker: Masker) -> Processor {
-    let mut store = Store::connect(db.config(), in_seconds(10)).await.unwrap();
-    store
-        .check_schema(in_seconds(10), masker.recovery_key_id().is_some())
-        .await
-        .unwrap();
-    Processor::new(masker, store)
+    processor_masking_with(db.config(), masker).await
 }
 
 fn login(ip: &str, device_id: &str) -> String {

@@ -30,13 +30,18 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Timestamped lines on stderr; RUST_LOG as usual (DEBUG adds each batch's messageIds).
+/// Timestamped lines on stderr; RUST_LOG as usual (DEBUG adds each batch's messageIds), with the
+/// function's filter: the SQS client below INFO would log message bodies.
 fn init_logging() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     let level = std::env::var("RUST_LOG").ok();
-    tracing_subscriber::fmt()
-        .with_env_filter(login_etl::logging::filter(level.as_deref()))
+    let format = tracing_subscriber::fmt::layer()
         .with_target(false)
         .with_ansi(false)
-        .with_writer(std::io::stderr)
+        .with_writer(std::io::stderr);
+    tracing_subscriber::registry()
+        .with(format.with_filter(login_etl::logging::filter(level.as_deref())))
         .init();
 }

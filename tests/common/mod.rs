@@ -129,14 +129,19 @@ impl TestDb {
 }
 
 pub async fn processor_on(config: DatabaseConfig) -> Processor {
+    processor_masking_with(config, Masker::new(KEY.as_bytes()).unwrap()).await
+}
+
+/// A processor on `config` with `masker` (and so with the vault when it has a recovery key).
+pub async fn processor_masking_with(config: DatabaseConfig, masker: Masker) -> Processor {
     let mut store = Store::connect(config, in_seconds(10))
         .await
         .expect("store connects");
     store
-        .check_schema(in_seconds(10), false)
+        .check_schema(in_seconds(10), masker.recovery_key_id().is_some())
         .await
         .expect("schema is in place");
-    Processor::new(Masker::new(KEY.as_bytes()).unwrap(), store)
+    Processor::new(masker, store)
 }
 
 pub fn in_seconds(seconds: u64) -> Instant {
@@ -404,29 +409,26 @@ pub fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-/// Sends this test process's logs (at DEBUG, through the function's own filter) to a file in
+/// Sends this test process's logs (at TRACE, through the function's own filter) to a file in
 /// `LOGIN_ETL_LOG_DIR`, which `make test` scans for PII after the suite. Without the variable,
 /// logs go nowhere unless `TEST_LOG` is set (then to stderr).
 pub fn capture_logs() {
+    use login_etl::logging::{install, Settings};
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        let filter = || login_etl::logging::filter(Some("debug"));
+        let settings = Settings {
+            level: Some("trace".into()),
+            json: false,
+        };
         if let Ok(dir) = std::env::var("LOGIN_ETL_LOG_DIR") {
             let exe = std::env::current_exe().unwrap();
             let name = exe.file_name().unwrap().to_string_lossy().into_owned();
             let path =
                 std::path::Path::new(&dir).join(format!("{name}-{}.log", std::process::id()));
             let file = std::fs::File::create(path).expect("log file in LOGIN_ETL_LOG_DIR");
-            let _ = tracing_subscriber::fmt()
-                .with_env_filter(filter())
-                .with_writer(Mutex::new(file))
-                .with_ansi(false)
-                .try_init();
+            install(&settings, Mutex::new(file));
         } else if std::env::var_os("TEST_LOG").is_some() {
-            let _ = tracing_subscriber::fmt()
-                .with_env_filter(filter())
-                .with_test_writer()
-                .try_init();
+            install(&settings, tracing_subscriber::fmt::TestWriter::new());
         }
     });
 }
