@@ -20,12 +20,24 @@ async fn a_clean_batch_becomes_masked_rows() {
             "m-4",
             &body_with("ip", Some(json!("2001:0DB8:0:0:0:0:0:0001"))),
         ),
+        sqs_record("m-5", &body_with("locale", Some(json!("")))),
+        sqs_record(
+            "m-6",
+            &body_with("ip", Some(json!("::ffff:199.172.111.135"))),
+        ),
+        sqs_record(
+            "m-7",
+            &body_with(
+                "user_id",
+                Some(json!(" 424cdd21-063a-43a7-b91b-7ca1a833afae\t")),
+            ),
+        ),
     ];
     let outcome = processor.process(&records, in_seconds(10)).await.unwrap();
     assert!(failed_ids(&outcome).is_empty());
     assert_eq!(
         (outcome.received, outcome.stored, outcome.duplicates),
-        (4, 4, 0)
+        (7, 7, 0)
     );
 
     let client = db.client().await;
@@ -38,7 +50,7 @@ async fn a_clean_batch_becomes_masked_rows() {
         )
         .await
         .unwrap();
-    assert_eq!(rows.len(), 4);
+    assert_eq!(rows.len(), 7);
     let first = &rows[0];
     assert_eq!(
         first.get::<_, &str>("user_id"),
@@ -63,6 +75,18 @@ async fn a_clean_batch_becomes_masked_rows() {
     assert_eq!(
         rows[3].get::<_, &str>("masked_ip"),
         expected_mask("2001:db8::1")
+    );
+    // An empty locale is unknown, like null.
+    assert_eq!(rows[4].get::<_, Option<&str>>("locale"), None);
+    // An IPv4-mapped IPv6 address is its IPv4 address.
+    assert_eq!(
+        rows[5].get::<_, &str>("masked_ip"),
+        expected_mask("199.172.111.135")
+    );
+    // Surrounding whitespace is trimmed from every field, user_id too.
+    assert_eq!(
+        rows[6].get::<_, &str>("user_id"),
+        "424cdd21-063a-43a7-b91b-7ca1a833afae"
     );
     // Equal values mask equally, so duplicates can still be found.
     assert_eq!(

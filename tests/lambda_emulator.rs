@@ -96,3 +96,47 @@ fn the_binary_refuses_a_short_masking_key() {
         "{printed}"
     );
 }
+
+/// Lambda's advanced logging controls at their most verbose, in both formats. Below INFO the
+/// runtime logs every raw event and the database driver every parameter; neither may reach the
+/// log, while the function's own lines still do.
+#[tokio::test(flavor = "multi_thread")]
+async fn at_trace_level_no_value_reaches_the_log_in_text_or_json() {
+    let (ip, device_id) = ("203.0.113.77", "trace-device-7f3a9c");
+    let login = json!({"user_id": "trace-user", "app_version": "2.3.0", "device_type": "ios",
+                       "ip": ip, "locale": "", "device_id": device_id})
+    .to_string();
+    let not_json = format!("{{not json {device_id} {ip}");
+    let batch = event(&[("trace-1", &login), ("trace-2", &not_json)]);
+    for format in ["Text", "JSON"] {
+        let db = TestDb::new().await;
+        let emulator = Emulator::start(&[
+            ("DATABASE_URL", &db.url),
+            ("MASKING_KEY", KEY),
+            ("AWS_LAMBDA_LOG_LEVEL", "TRACE"),
+            ("AWS_LAMBDA_LOG_FORMAT", format),
+        ]);
+        let response = tokio::task::block_in_place(|| emulator.invoke(&batch));
+        assert_eq!(
+            response,
+            json!({"batchItemFailures": [{"itemIdentifier": "trace-2"}]})
+        );
+        let log = emulator.log();
+        let processed = log
+            .lines()
+            .find(|line| line.contains("batch processed"))
+            .unwrap_or_else(|| panic!("{format}: the function's own lines are logged: {log}"));
+        if format == "JSON" {
+            let line: Value = serde_json::from_str(processed).expect("a JSON log line");
+            assert_eq!(line["fields"]["stored"], 1, "{processed}");
+        }
+        for value in [ip, device_id, &login, &not_json] {
+            assert!(
+                !log.contains(value),
+                "{format}: the log holds {value:?}:\n{log}"
+            );
+        }
+        drop(emulator);
+        db.drop_database().await;
+    }
+}

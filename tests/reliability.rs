@@ -105,6 +105,18 @@ fn restart_immediately(bin: &str, dir: &str) {
 
 #[tokio::test]
 async fn a_statement_past_the_deadline_is_cancelled_and_reported_not_stored() {
+    a_lock_held_past_the_deadline(5).await;
+}
+
+/// The COPY's statements are prepared on a connection's first large batch, and preparing them
+/// waits for the lock too: a cold instance must answer as a warm one does, message by message.
+#[tokio::test]
+async fn a_first_large_batch_past_the_deadline_is_reported_like_any_other() {
+    a_lock_held_past_the_deadline(150).await;
+}
+
+/// A DBA holds a lock on the table past the invocation deadline; `size` messages arrive.
+async fn a_lock_held_past_the_deadline(size: usize) {
     let db = TestDb::new().await;
     let processor = db.processor().await;
     let blocker = db.client().await;
@@ -115,10 +127,10 @@ async fn a_statement_past_the_deadline_is_cancelled_and_reported_not_stored() {
 
     let deadline = Instant::now() + Duration::from_millis(800);
     let outcome = processor
-        .process(&good_batch("late", 0..5), deadline)
+        .process(&good_batch("late", 0..size), deadline)
         .await
         .unwrap();
-    assert_eq!(failed_ids(&outcome).len(), 5);
+    assert_eq!(failed_ids(&outcome).len(), size);
     assert!(
         outcome
             .failures
@@ -135,11 +147,119 @@ async fn a_statement_past_the_deadline_is_cancelled_and_reported_not_stored() {
     assert_eq!(db.count().await, 0);
     // The redelivery succeeds on a fresh connection.
     let retry = processor
-        .process(&good_batch("late", 0..5), in_seconds(10))
+        .process(&good_batch("late", 0..size), in_seconds(10))
         .await
         .unwrap();
+    assert_eq!(retry.stored, size);
+    db.drop_database().await;
+}
+
+#[tokio::test]
+async fn a_statement_cancelled_by_an_administrator_is_reported_as_cancelled() {
+    let db = TestDb::new().await;
+    let processor = db.processor().await;
+    let blocker = db.client().await;
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE user_logins IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let admin = db.client().await;
+    // Once the function's insert waits for the lock, cancel it, as a DBA would.
+    let cancel = async {
+        for _ in 0..250 {
+            let cancelled: i64 = admin
+                .query_one(
+                    "SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity
+                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if cancelled > 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the function's insert never waited for the lock");
+    };
+    let records = good_batch("dba", 0..5);
+    let (outcome, ()) = tokio::join!(processor.process(&records, in_seconds(30)), cancel);
+    let outcome = outcome.unwrap();
+    assert_eq!(failed_ids(&outcome).len(), 5);
+    assert!(
+        outcome
+            .failures
+            .iter()
+            .all(|f| f.reason.contains("cancelled") && !f.reason.contains("deadline was reached")),
+        "{:?}",
+        outcome.failures
+    );
+    blocker.batch_execute("COMMIT").await.unwrap();
+    let retry = processor.process(&records, in_seconds(10)).await.unwrap();
     assert_eq!(retry.stored, 5);
     db.drop_database().await;
+}
+
+/// An RDS Multi-AZ or Aurora fail-over, with two real servers: the primary the function is
+/// connected to becomes read-only mid-stream (SQLSTATE 25006 on its next write), and libpq's
+/// multi-host URL with `target_session_attrs=read-write` leads the reconnect to the new one.
+#[tokio::test]
+async fn after_a_fail_over_the_function_writes_to_the_new_primary() {
+    capture_logs();
+    let (old, new) = (PrivateServer::start(""), PrivateServer::start(""));
+    let (old_url, old_admin) = private_db(&old).await;
+    let (new_url, _) = private_db(&new).await;
+    let both = format!(
+        "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/login_etl?sslmode=disable&target_session_attrs=read-write",
+        old.port, new.port
+    );
+    let processor = processor_on(DatabaseConfig::from_url(&both).unwrap()).await;
+    let stream: Vec<_> = [("before", 150), ("during", 150), ("after", 10)]
+        .iter()
+        .map(|(prefix, size)| good_batch(prefix, 0..*size))
+        .collect();
+
+    let first = processor.process(&stream[0], in_seconds(10)).await.unwrap();
+    assert_eq!(first.stored, 150);
+
+    // The old primary is demoted: every session's next transaction is read-only.
+    for demote in [
+        "ALTER SYSTEM SET default_transaction_read_only = on",
+        "SELECT pg_reload_conf()",
+    ] {
+        old_admin.batch_execute(demote).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    for batch in &stream[1..] {
+        let outcome = processor.process(batch, in_seconds(10)).await.unwrap();
+        assert_eq!(
+            (outcome.stored, outcome.failures.len()),
+            (batch.len(), 0),
+            "{:?}",
+            outcome.failures.first()
+        );
+    }
+    let ids_on = |url: String| async move {
+        let rows = connect(&url)
+            .await
+            .query("SELECT message_id FROM user_logins ORDER BY 1", &[])
+            .await
+            .unwrap();
+        rows.iter().map(|r| r.get(0)).collect::<Vec<String>>()
+    };
+    let ids_of = |batches: &[Vec<aws_lambda_events::event::sqs::SqsMessage>]| {
+        let mut ids: Vec<String> = batches
+            .iter()
+            .flatten()
+            .map(|r| r.message_id.clone().unwrap())
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids_on(old_url).await, ids_of(&stream[..1]));
+    assert_eq!(ids_on(new_url).await, ids_of(&stream[1..]));
 }
 
 #[tokio::test]

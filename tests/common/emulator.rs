@@ -1,13 +1,18 @@
 //! `cargo lambda watch` serving this crate's function on a free port; killed when dropped. Its
-//! output goes to LOGIN_ETL_LOG_DIR (scanned for PII by `make test`), if set.
+//! output goes to LOGIN_ETL_LOG_DIR (scanned for PII by `make test`), if set, else to a temporary
+//! file; either way a test can read it.
 
 use std::net::TcpListener;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 pub struct Emulator {
     pub port: u16,
     child: Child,
+    log: PathBuf,
+    /// The log is a temporary file, removed on drop.
+    log_is_temporary: bool,
 }
 
 impl Emulator {
@@ -34,16 +39,28 @@ impl Emulator {
             .env_remove("MASKING_KEY")
             .env_remove("DATABASE_URL")
             // DEBUG on purpose: even then no PII may appear (make test scans these logs).
-            .env("RUST_LOG", "debug")
-            .stdout(log_sink(&format!("emulator-{port}")))
-            .stderr(log_sink(&format!("emulator-{port}")));
+            .env("RUST_LOG", "debug");
+        let name = format!("emulator-{port}");
+        let (log, log_is_temporary) = match log_dir() {
+            Some(dir) => (log_path(&dir, &name), false),
+            None => (log_path(&std::env::temp_dir(), &name), true),
+        };
+        let sink = std::fs::File::create(&log).expect("emulator log file");
+        command
+            .stdout(Stdio::from(sink.try_clone().unwrap()))
+            .stderr(Stdio::from(sink));
         for (name, value) in env {
             command.env(name, value);
         }
         let child = command
             .spawn()
             .expect("cargo-lambda is installed (`make test` installs it)");
-        let mut emulator = Emulator { port, child };
+        let mut emulator = Emulator {
+            port,
+            child,
+            log,
+            log_is_temporary,
+        };
         for _ in 0..300 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return emulator;
@@ -92,6 +109,11 @@ impl Emulator {
         serde_json::from_str(stdout.trim()).unwrap_or_else(|_| panic!("response is JSON: {stdout}"))
     }
 
+    /// What the emulator and the function printed so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// The base URL of its Lambda Invoke API.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
@@ -102,20 +124,16 @@ impl Drop for Emulator {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if self.log_is_temporary {
+            let _ = std::fs::remove_file(&self.log);
+        }
     }
 }
 
-/// A file in LOGIN_ETL_LOG_DIR named after `name` and this process, or nowhere.
-pub fn log_sink(name: &str) -> Stdio {
-    match log_file(name) {
-        Some(file) => Stdio::from(file),
-        None => Stdio::null(),
-    }
-}
-
+/// A file in LOGIN_ETL_LOG_DIR named after `name` and this process, or `None` without the
+/// variable.
 pub fn log_file(name: &str) -> Option<std::fs::File> {
-    let dir = std::env::var("LOGIN_ETL_LOG_DIR").ok()?;
-    let path = std::path::Path::new(&dir).join(format!("{name}-{}.log", std::process::id()));
+    let path = log_path(&log_dir()?, name);
     Some(
         std::fs::OpenOptions::new()
             .create(true)
@@ -123,4 +141,12 @@ pub fn log_file(name: &str) -> Option<std::fs::File> {
             .open(path)
             .expect("log file in LOGIN_ETL_LOG_DIR"),
     )
+}
+
+fn log_dir() -> Option<PathBuf> {
+    std::env::var_os("LOGIN_ETL_LOG_DIR").map(PathBuf::from)
+}
+
+fn log_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}-{}.log", std::process::id()))
 }
