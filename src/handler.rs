@@ -9,10 +9,11 @@ use time::OffsetDateTime;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
+use crate::batch::LoginRow;
 use crate::batch::{BatchError, BatchOutcome, Planner};
 use crate::mask::Masker;
 use crate::metrics::Emf;
-use crate::store::{Store, StoreError};
+use crate::store::{RowSource, Store, StoreError};
 
 /// Time kept back from Lambda's deadline to report failures and answer before being killed.
 pub const DEADLINE_MARGIN: Duration = Duration::from_millis(500);
@@ -60,7 +61,14 @@ pub struct Processor {
 }
 
 impl Processor {
+    /// Panics when the masker seals vault entries and the store was not prepared for them, or
+    /// the other way round: a mistake in the code that builds them, not in the input.
     pub fn new(masker: Masker, store: Store) -> Self {
+        assert_eq!(
+            masker.recovery_key_id().is_some(),
+            store.with_vault(),
+            "the store must be connected with_vault exactly when the masker has a recovery key"
+        );
         Processor {
             masker,
             store: Mutex::new(store),
@@ -98,11 +106,13 @@ impl Processor {
         })?;
         // Planning and writing overlap: a large batch's rows stream to the database as they are
         // planned.
+        let key_ids = planner.plan().key_ids.clone();
+        let fifo = planner.plan().fifo;
         let written = self
             .store
             .lock()
             .await
-            .write_planning(&mut planner, deadline)
+            .write_streaming(&mut planner, &key_ids, deadline, fifo)
             .await;
         let plan = planner.finish();
         let report = written.map_err(|e| {
@@ -137,6 +147,28 @@ impl Processor {
             "batch processed"
         );
         Ok(outcome)
+    }
+}
+
+/// The planner is what the store streams from.
+impl RowSource for Planner<'_> {
+    fn planned(&self) -> &[LoginRow] {
+        &self.plan().rows
+    }
+
+    fn plan_more(&mut self) -> bool {
+        self.plan_next()
+    }
+
+    fn max_rows(&self) -> usize {
+        self.plan().received
+    }
+
+    fn maybe_stored_ids(&self) -> Vec<String> {
+        Planner::maybe_stored_ids(self)
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
     }
 }
 

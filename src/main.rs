@@ -7,7 +7,7 @@ use lambda_runtime::{service_fn, LambdaEvent};
 use login_etl::config::Config;
 use login_etl::handler::Processor;
 use login_etl::metrics::Emf;
-use login_etl::store::Store;
+use login_etl::store::{Store, StoreOptions};
 use tokio::time::Instant;
 
 /// Lambda allows 10 s of init; the connect and migrations must fit in it.
@@ -33,13 +33,11 @@ async fn main() -> Result<(), lambda_runtime::Error> {
 async fn start() -> Result<Processor, lambda_runtime::Error> {
     let config = Config::from_env()?;
     let deadline = Instant::now() + INIT_BUDGET;
-    let mut store = Store::connect(config.database, deadline).await?;
-    if config.auto_migrate {
-        store.migrate(deadline).await?;
-    }
-    store
-        .check_schema(deadline, config.masker.recovery_key_id().is_some())
-        .await?;
+    let options = StoreOptions {
+        with_vault: config.masker.recovery_key_id().is_some(),
+        migrate: config.auto_migrate,
+    };
+    let store = Store::connect(config.database, options, deadline).await?;
     let emf = Emf {
         namespace: config.metrics_namespace,
         function_name: std::env::var("AWS_LAMBDA_FUNCTION_NAME")

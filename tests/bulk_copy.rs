@@ -9,7 +9,7 @@ use common::*;
 use login_etl::batch::{plan_batch, BatchError};
 use login_etl::handler::HandlerError;
 use login_etl::mask::Masker;
-use login_etl::store::Store;
+use login_etl::store::{Store, StoreOptions};
 use serde_json::json;
 
 /// Comfortably above the size from which the store uses COPY.
@@ -115,7 +115,9 @@ async fn an_id_repeated_in_the_rows_given_to_the_store_is_stored_once() {
     let plan = plan_batch(&records, &masker, time::OffsetDateTime::now_utc().date()).unwrap();
     let mut rows = plan.rows.clone();
     rows.push(rows[17].clone());
-    let mut store = Store::connect(db.config(), in_seconds(10)).await.unwrap();
+    let mut store = Store::connect(db.config(), StoreOptions::default(), in_seconds(10))
+        .await
+        .unwrap();
     let report = store
         .write(&rows, &plan.key_ids, in_seconds(10), false)
         .await

@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use login_etl::handler::HandlerError;
-use login_etl::store::{Store, StoreError, MIGRATIONS};
+use login_etl::store::{Store, StoreError, StoreOptions, MIGRATIONS};
 use serde_json::json;
 
 #[tokio::test]
@@ -194,8 +194,10 @@ async fn the_take_home_table_is_upgraded_in_place() {
         .await
         .unwrap();
     // Before the migrations the function refuses to start, and says what to do.
-    let mut store = Store::connect(db.config(), in_seconds(10)).await.unwrap();
-    let error = store.check_schema(in_seconds(10), false).await.unwrap_err();
+    let error = Store::connect(db.config(), StoreOptions::default(), in_seconds(10))
+        .await
+        .err()
+        .expect("no schema, no store");
     assert!(matches!(error, StoreError::Schema(_)), "{error}");
     assert!(
         error.to_string().contains("apply migrations/*.sql"),
@@ -203,7 +205,7 @@ async fn the_take_home_table_is_upgraded_in_place() {
     );
 
     for _ in 0..2 {
-        for (_, sql) in MIGRATIONS {
+        for sql in MIGRATIONS {
             client
                 .batch_execute(sql)
                 .await
@@ -250,10 +252,16 @@ async fn the_take_home_table_is_upgraded_in_place() {
 #[tokio::test]
 async fn auto_migrate_creates_the_schema() {
     let db = TestDb::empty().await;
-    let mut store = Store::connect(db.config(), in_seconds(10)).await.unwrap();
-    store.migrate(in_seconds(10)).await.unwrap();
-    store.migrate(in_seconds(10)).await.unwrap();
-    store.check_schema(in_seconds(10), false).await.unwrap();
+    let migrate = StoreOptions {
+        migrate: true,
+        ..StoreOptions::default()
+    };
+    // Twice, as two cold starts would.
+    for _ in 0..2 {
+        Store::connect(db.config(), migrate, in_seconds(10))
+            .await
+            .unwrap();
+    }
     db.drop_database().await;
 }
 

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 /// A migrated database on a private server, so the test may restart that server.
 async fn private_db(server: &PrivateServer) -> (String, tokio_postgres::Client) {
     let client = connect(&server.url).await;
-    for (_, sql) in login_etl::store::MIGRATIONS {
+    for sql in login_etl::store::MIGRATIONS {
         client.batch_execute(sql).await.unwrap();
     }
     (server.url.clone(), client)

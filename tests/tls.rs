@@ -8,7 +8,7 @@ use std::process::Command;
 
 use common::*;
 use login_etl::config::DatabaseConfig;
-use login_etl::store::{Store, StoreError};
+use login_etl::store::{Store, StoreError, StoreOptions};
 
 /// A CA, a server certificate for the name `localhost` only, and an unrelated second CA.
 struct Certificates {
@@ -134,9 +134,13 @@ fn url(server: &PrivateServer, host: &str, params: &str) -> String {
 
 async fn connects(url: &str) -> Result<(), StoreError> {
     let config = DatabaseConfig::from_url(url).expect("URL parses");
-    let mut store = Store::connect(config, in_seconds(10)).await?;
-    store.migrate(in_seconds(10)).await?;
-    store.check_schema(in_seconds(10), false).await
+    let migrate = StoreOptions {
+        migrate: true,
+        ..StoreOptions::default()
+    };
+    Store::connect(config, migrate, in_seconds(10))
+        .await
+        .map(drop)
 }
 
 #[tokio::test]
@@ -222,7 +226,7 @@ async fn an_unreadable_root_certificate_is_a_clear_error() {
         missing.display()
     ))
     .unwrap();
-    let error = Store::connect(config, in_seconds(5))
+    let error = Store::connect(config, StoreOptions::default(), in_seconds(5))
         .await
         .err()
         .expect("no connection");

@@ -6,14 +6,13 @@
 use std::collections::HashSet;
 
 use login_etl::batch::LoginRow;
+// The store's own COPY: its columns, their types and each row's values.
+use login_etl::store::{
+    copy_values, COPY_COLUMNS as COLUMNS, COPY_COLUMN_TYPES as TYPES, COPY_ROWS,
+};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
-// Column types in COLUMNS order: the store's own, as COLUMNS is its COPY column list.
-use login_etl::store::COPY_TYPES as TYPES;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
-
-const COLUMNS: &str = "message_id, user_id, device_type, masked_ip, masked_device_id, locale, \
-                       app_version, create_date, mask_key_id";
 
 /// The key id the benchmark's Masker records (`MASKING_KEY_ID` unset).
 const MASK_KEY_ID: &str = login_etl::mask::DEFAULT_KEY_ID;
@@ -34,18 +33,10 @@ async fn copy_into<'a>(
 ) -> Result<usize, tokio_postgres::Error> {
     tokio::pin!(writer);
     for row in rows {
-        let values: [&(dyn ToSql + Sync); 9] = [
-            &row.message_id,
-            &row.user_id,
-            &row.device_type,
-            &row.masked_ip,
-            &row.masked_device_id,
-            &row.locale,
-            &row.app_version,
-            &row.create_date,
-            &MASK_KEY_ID,
-        ];
-        writer.as_mut().write(&values).await?;
+        writer
+            .as_mut()
+            .write(&copy_values(row, &MASK_KEY_ID))
+            .await?;
     }
     Ok(writer.finish().await? as usize)
 }
@@ -57,12 +48,7 @@ pub struct Copy {
 
 impl Copy {
     pub async fn prepare(client: &Client) -> Copy {
-        let statement = client
-            .prepare(&format!(
-                "COPY user_logins ({COLUMNS}) FROM STDIN (FORMAT binary)"
-            ))
-            .await
-            .expect("prepare COPY");
+        let statement = client.prepare(COPY_ROWS).await.expect("prepare COPY");
         Copy { statement }
     }
 

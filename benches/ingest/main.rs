@@ -30,7 +30,7 @@ use login_etl::batch::{plan_batch, LoginRow};
 use login_etl::config::DatabaseConfig;
 use login_etl::handler::Processor;
 use login_etl::mask::Masker;
-use login_etl::store::{Store, MIGRATIONS};
+use login_etl::store::{Store, StoreOptions, MIGRATIONS};
 use time::OffsetDateTime;
 use tokio::time::Instant;
 use tokio_postgres::{Client, NoTls};
@@ -284,7 +284,7 @@ async fn fresh_database(server_url: &str) -> String {
     }
     let url = with_database(server_url, BENCH_DATABASE);
     let client = connect(&url).await;
-    for (_, sql) in MIGRATIONS {
+    for sql in MIGRATIONS {
         client.batch_execute(sql).await.expect("migration applies");
     }
     url
@@ -343,11 +343,9 @@ async fn main() {
     let masker = Masker::new(workload::MASKING_KEY.as_bytes()).unwrap();
     let config = DatabaseConfig::from_url(&url).expect("DATABASE_URL parses");
     let far = Instant::now() + Duration::from_secs(30);
-    let mut store = Store::connect(config.clone(), far).await.expect("connect");
-    store
-        .check_schema(far, false)
+    let store = Store::connect(config.clone(), StoreOptions::default(), far)
         .await
-        .expect("schema in place");
+        .expect("connect to a migrated database");
     let raw = connect(&url).await;
     let mut bench = Bench {
         copy: candidates::Copy::prepare(&raw).await,

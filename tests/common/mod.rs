@@ -15,7 +15,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use login_etl::config::DatabaseConfig;
 use login_etl::handler::Processor;
 use login_etl::mask::Masker;
-use login_etl::store::{Store, MIGRATIONS};
+use login_etl::store::{Store, StoreOptions, MIGRATIONS};
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -45,7 +45,7 @@ impl TestDb {
     pub async fn new() -> TestDb {
         let db = Self::empty().await;
         let client = db.client().await;
-        for (_, sql) in MIGRATIONS {
+        for sql in MIGRATIONS {
             client.batch_execute(sql).await.expect("migration applies");
         }
         db
@@ -134,13 +134,13 @@ pub async fn processor_on(config: DatabaseConfig) -> Processor {
 
 /// A processor on `config` with `masker` (and so with the vault when it has a recovery key).
 pub async fn processor_masking_with(config: DatabaseConfig, masker: Masker) -> Processor {
-    let mut store = Store::connect(config, in_seconds(10))
+    let options = StoreOptions {
+        with_vault: masker.recovery_key_id().is_some(),
+        migrate: false,
+    };
+    let store = Store::connect(config, options, in_seconds(10))
         .await
-        .expect("store connects");
-    store
-        .check_schema(in_seconds(10), masker.recovery_key_id().is_some())
-        .await
-        .expect("schema is in place");
+        .expect("store connects to a migrated database");
     Processor::new(masker, store)
 }
 

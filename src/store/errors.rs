@@ -1,0 +1,143 @@
+//! What went wrong with the database, said without values: PostgreSQL's messages can quote row
+//! data (`invalid input syntax for type integer: "..."`), and those may be personal data.
+
+use std::fmt;
+
+use tokio_postgres::error::SqlState;
+
+use crate::config::DatabaseConfig;
+
+/// Why the store could not do its job for the whole batch.
+#[derive(Debug)]
+pub enum StoreError {
+    /// The database is unreachable or the connection broke: retry the batch later.
+    Unavailable(String),
+    /// The schema is missing or wrong: an operator must act.
+    Schema(String),
+    /// Anything else the database said that is not about one row's data.
+    Database(String),
+    /// TLS or certificate set-up failed.
+    Tls(String),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Unavailable(why) => write!(f, "database unavailable: {why}"),
+            StoreError::Schema(why) => write!(f, "database schema not ready: {why}"),
+            StoreError::Database(why) => write!(f, "database error: {why}"),
+            StoreError::Tls(why) => write!(f, "TLS set-up failed: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// How a database error affects the batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ErrorKind {
+    /// Caused by the data of some row in the statement (SQLSTATE classes 22 and 23).
+    RowData,
+    /// A deadlock or serialization failure (40P01, 40001): other writers, not an outage. The
+    /// connection is fine; the same statement is tried again.
+    Contention,
+    /// Connection, resources, shutdown, the rest of class 40, a server that has become read-only
+    /// (25006: a fail-over demoted it), or no SQLSTATE at all (I/O, closed connection): a new
+    /// connection may succeed now, the batch later.
+    Transient,
+    /// Anything else (permissions, missing table, syntax): retrying will not help by itself.
+    Fatal,
+}
+
+pub(super) fn classify(error: &tokio_postgres::Error) -> ErrorKind {
+    let Some(code) = error.code() else {
+        return ErrorKind::Transient;
+    };
+    if code == &SqlState::T_R_DEADLOCK_DETECTED || code == &SqlState::T_R_SERIALIZATION_FAILURE {
+        return ErrorKind::Contention;
+    }
+    if code == &SqlState::READ_ONLY_SQL_TRANSACTION {
+        return ErrorKind::Transient;
+    }
+    match &code.code()[..2] {
+        "22" | "23" => ErrorKind::RowData,
+        "08" | "53" | "57" | "40" => ErrorKind::Transient,
+        _ => ErrorKind::Fatal,
+    }
+}
+
+/// A database error by SQLSTATE, column and constraint, never by its message.
+pub(super) fn describe(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => {
+            let mut text = format!("SQLSTATE {}", db.code().code());
+            if let Some(column) = db.column() {
+                text.push_str(&format!(", column {column}"));
+            }
+            if let Some(constraint) = db.constraint() {
+                text.push_str(&format!(", constraint {constraint}"));
+            }
+            text
+        }
+        None if error.is_closed() => "connection closed".into(),
+        // Client-side errors (I/O, TLS, protocol) carry no row data.
+        None => error.to_string(),
+    }
+}
+
+/// A statement that could not be prepared: usually the schema is missing or the role may not
+/// write, which an operator must fix; preparing is the schema check.
+pub(super) fn prepare_error(error: &tokio_postgres::Error) -> StoreError {
+    const HINT: &str = "apply migrations/*.sql in order (psql -f), or start the function once with AUTO_MIGRATE=true";
+    let missing = [
+        SqlState::UNDEFINED_TABLE,
+        SqlState::UNDEFINED_COLUMN,
+        SqlState::INVALID_COLUMN_REFERENCE,
+    ];
+    match error.code() {
+        Some(code) if missing.contains(code) => StoreError::Schema(format!(
+            "table user_logins is missing, or lacks message_id and its unique index ({}): {HINT}",
+            describe(error)
+        )),
+        Some(code) if code == &SqlState::INSUFFICIENT_PRIVILEGE => StoreError::Schema(format!(
+            "the database role may not INSERT into user_logins ({}): GRANT SELECT, INSERT ON user_logins TO <role>",
+            describe(error)
+        )),
+        _ if classify(error) == ErrorKind::Transient => StoreError::Unavailable(describe(error)),
+        _ => StoreError::Database(describe(error)),
+    }
+}
+
+/// A failed connect, naming where it went and what to check.
+pub(super) fn connect_error(config: &DatabaseConfig, detail: &str) -> StoreError {
+    let hosts: Vec<String> = config
+        .connection
+        .get_hosts()
+        .iter()
+        .map(|host| match host {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            #[cfg(unix)]
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .collect();
+    let ports: Vec<String> = config
+        .connection
+        .get_ports()
+        .iter()
+        .map(u16::to_string)
+        .collect();
+    StoreError::Unavailable(format!(
+        "could not connect to PostgreSQL at {}:{} (check DATABASE_URL or the PG* variables): {detail}",
+        hosts.join(","),
+        ports.join(",")
+    ))
+}
+
+/// What a connect error says: login errors (bad password, unknown database) are about
+/// configuration, not rows, so the server's message is safe to show.
+pub(super) fn connect_detail(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => error.to_string(),
+    }
+}

@@ -1,0 +1,311 @@
+//! PostgreSQL: the function's one connection, the batch write, and what went wrong.
+//!
+//! - `connection`: connect (TLS from `tls`), migrate, and the statements a connection owns;
+//! - `sql`: the SQL text and the migrations;
+//! - `write`: one attempt at writing rows (one INSERT, or COPY for a large batch);
+//! - `errors`: how a database error affects the batch, described without values;
+//! - here: `Store`, which reconnects, splits a batch around refused rows, retries contention,
+//!   and keeps to the deadline.
+
+mod connection;
+mod errors;
+mod sql;
+mod tls;
+mod write;
+
+use std::ops::Range;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::batch::{Failure, KeyIds, LoginRow, FIFO_STOPPED};
+use crate::config::DatabaseConfig;
+pub use connection::connect_client;
+use connection::{Connection, Target};
+pub use errors::StoreError;
+use errors::{classify, describe, ErrorKind};
+pub use sql::{COPY_COLUMNS, COPY_COLUMN_TYPES, COPY_ROWS, MIGRATIONS};
+pub use write::copy_values;
+use write::{Attempt, Rows, COPY_FROM_ROWS};
+
+/// Rows that are still being planned, for the store to stream into a COPY as each is made.
+/// `Send`, so that a write can run on any thread of a multi-threaded runtime.
+pub trait RowSource: Send {
+    /// The rows planned so far, in messageId order (the global lock order).
+    fn planned(&self) -> &[LoginRow];
+    /// Plans more rows (or finds there are none); false once everything is planned.
+    fn plan_more(&mut self) -> bool;
+    /// How many rows there can be at most.
+    fn max_rows(&self) -> usize;
+    /// The messageIds that may be stored already, known before any row is planned.
+    fn maybe_stored_ids(&self) -> Vec<String>;
+}
+
+/// What one write did to each row.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct WriteReport {
+    pub inserted: usize,
+    /// Rows whose message_id was already stored.
+    pub already_stored: usize,
+    /// Rows not committed: refused by the database for their data, not written before the
+    /// deadline, cancelled on the server, lost to contention (or, on FIFO queues, held back
+    /// behind a refused row).
+    pub failures: Vec<Failure>,
+}
+
+/// What the store prepares for at connect.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StoreOptions {
+    /// Rows carry vault entries (the function runs with RECOVERY_KEY).
+    pub with_vault: bool,
+    /// Apply the embedded migrations before preparing (AUTO_MIGRATE).
+    pub migrate: bool,
+}
+
+/// The function's database: one connection per execution environment, reopened when it breaks.
+pub struct Store {
+    target: Target,
+    connection: Option<Connection>,
+}
+
+const NOT_CONFIRMED: &str = "not confirmed: the invocation deadline was reached";
+
+const CANCELLED: &str = "not stored: the server cancelled the statement (SQLSTATE 57014: pg_cancel_backend, or a statement_timeout set on the role or database) before the invocation deadline";
+
+/// How often a write aborted by a deadlock or serialization failure is tried again within the
+/// invocation. Rows go in one lock order, so none are expected; this covers what that order does
+/// not (a DBA's transaction, triggers, other writers of the table).
+const CONTENTION_RETRIES: u32 = 5;
+
+impl Store {
+    /// Connects, migrates if asked, and prepares every statement, which checks the schema: a
+    /// missing table, column or index is a `StoreError::Schema` naming what to apply.
+    pub async fn connect(
+        config: DatabaseConfig,
+        options: StoreOptions,
+        deadline: Instant,
+    ) -> Result<Self, StoreError> {
+        let target = Target::new(config, options.with_vault)?;
+        let connection = Connection::open(&target, options.migrate, deadline).await?;
+        Ok(Store {
+            target,
+            connection: Some(connection),
+        })
+    }
+
+    /// Rows written by this store carry vault entries.
+    pub fn with_vault(&self) -> bool {
+        self.target.with_vault
+    }
+
+    /// Writes `rows`, isolating rows the database refuses for their data: a failed statement is
+    /// split in halves until the offending rows stand alone (about log2(n) extra round trips per
+    /// bad row). With `stop_at_first_failure` (FIFO queues), rows after the first failure are
+    /// held back. Rows not confirmed before `deadline` are reported as failures, never as stored.
+    ///
+    /// Returns an error only when nothing more can be done for the batch now: the database is
+    /// gone even after one reconnect, or refuses the statement itself.
+    pub async fn write(
+        &mut self,
+        rows: &[LoginRow],
+        key_ids: &KeyIds,
+        deadline: Instant,
+        stop_at_first_failure: bool,
+    ) -> Result<WriteReport, StoreError> {
+        self.write_isolating_failures(rows, key_ids, deadline, stop_at_first_failure, None)
+            .await
+    }
+
+    /// Like `write` of all the rows `source` plans, but a large batch without the vault is
+    /// streamed: the COPY starts at once and each row goes out as soon as it is planned, so the
+    /// server ingests while the client parses and masks. Everything after that first attempt is
+    /// `write`'s, on the then complete rows. Leaves `source` fully planned whatever happens.
+    /// Batches that stop at their first failure (FIFO) are planned in delivery order, not the
+    /// lock order, so they are not streamed.
+    pub async fn write_streaming(
+        &mut self,
+        source: &mut dyn RowSource,
+        key_ids: &KeyIds,
+        deadline: Instant,
+        stop_at_first_failure: bool,
+    ) -> Result<WriteReport, StoreError> {
+        let streamed = !self.target.with_vault
+            && !stop_at_first_failure
+            && source.max_rows() >= COPY_FROM_ROWS
+            && Instant::now() < deadline;
+        let first = if streamed {
+            let attempt = self
+                .attempt(Rows::Streaming(&mut *source), key_ids, deadline)
+                .await;
+            Some(attempt)
+        } else {
+            None
+        };
+        // After an error or the deadline the rest still has to be planned and reported.
+        while source.plan_more() {}
+        self.write_isolating_failures(
+            source.planned(),
+            key_ids,
+            deadline,
+            stop_at_first_failure,
+            first,
+        )
+        .await
+    }
+
+    /// One attempt on the current connection, opening one first if there is none.
+    async fn attempt(
+        &mut self,
+        rows: Rows<'_>,
+        key_ids: &KeyIds,
+        deadline: Instant,
+    ) -> Result<usize, Attempt> {
+        let connection = match self.connection(deadline).await {
+            Ok(connection) => connection,
+            // A connect or prepare that waits past the deadline (behind a lock on the table, as
+            // a write would) ends like a write that does: the rows are reported, not the batch.
+            Err(_) if Instant::now() >= deadline => return Err(Attempt::Deadline),
+            Err(e) => return Err(Attempt::Unreachable(e)),
+        };
+        connection.write_once(rows, key_ids, deadline).await
+    }
+
+    /// The open connection, reconnecting when there is none or it was closed.
+    async fn connection(&mut self, deadline: Instant) -> Result<&Connection, StoreError> {
+        if self
+            .connection
+            .as_ref()
+            .is_some_and(|connection| connection.client.is_closed())
+        {
+            self.connection = None;
+        }
+        let connection = match self.connection.take() {
+            Some(connection) => connection,
+            None => Connection::open(&self.target, false, deadline).await?,
+        };
+        Ok(self.connection.insert(connection))
+    }
+
+    /// `write`, where the attempt on the whole of `rows` may have been made already (`first`).
+    async fn write_isolating_failures(
+        &mut self,
+        rows: &[LoginRow],
+        key_ids: &KeyIds,
+        deadline: Instant,
+        stop_at_first_failure: bool,
+        mut first: Option<Result<usize, Attempt>>,
+    ) -> Result<WriteReport, StoreError> {
+        let mut report = WriteReport::default();
+        // Ranges still to write, the next one on top; left halves go first to keep order.
+        let mut pending: Vec<Range<usize>> = Vec::with_capacity(8);
+        pending.push(0..rows.len());
+        let mut reconnected = false;
+        let mut contention_retries = 0;
+        while let Some(range) = pending.pop() {
+            let attempt = match first.take() {
+                Some(attempt) => attempt,
+                None => {
+                    if range.is_empty() {
+                        continue;
+                    }
+                    if stop_at_first_failure && !report.failures.is_empty() {
+                        report.failures.extend(fail_all(&rows[range], FIFO_STOPPED));
+                        continue;
+                    }
+                    if Instant::now() >= deadline {
+                        report
+                            .failures
+                            .extend(fail_all(&rows[range], NOT_CONFIRMED));
+                        continue;
+                    }
+                    self.attempt(Rows::Planned(&rows[range.clone()]), key_ids, deadline)
+                        .await
+                }
+            };
+            match attempt {
+                Ok(inserted) => {
+                    report.inserted += inserted;
+                    report.already_stored += range.len() - inserted;
+                }
+                Err(Attempt::Deadline) => {
+                    // Ask the server to stop the statement. If it commits anyway, reporting the
+                    // rows failed is still safe: message_id makes the redelivered insert a no-op.
+                    if let Some(connection) = self.connection.take() {
+                        connection.cancel_running_statement(&self.target.tls).await;
+                    }
+                    report
+                        .failures
+                        .extend(fail_all(&rows[range], NOT_CONFIRMED));
+                }
+                Err(Attempt::TimedOutOnServer) => {
+                    report
+                        .failures
+                        .extend(fail_all(&rows[range], NOT_CONFIRMED));
+                }
+                Err(Attempt::CancelledOnServer) => {
+                    tracing::warn!(
+                        "the server cancelled the write (SQLSTATE 57014) before the deadline"
+                    );
+                    report.failures.extend(fail_all(&rows[range], CANCELLED));
+                }
+                Err(Attempt::Unreachable(e)) => return Err(e),
+                Err(Attempt::Failed(e)) => match classify(&e) {
+                    ErrorKind::RowData if range.len() == 1 => report.failures.push(Failure::of(
+                        &rows[range.start],
+                        format!("the database refused the row ({})", describe(&e)),
+                    )),
+                    ErrorKind::RowData => {
+                        let middle = range.start + range.len() / 2;
+                        pending.push(middle..range.end);
+                        pending.push(range.start..middle);
+                    }
+                    ErrorKind::Contention if contention_retries < CONTENTION_RETRIES => {
+                        contention_retries += 1;
+                        tracing::info!(error = %describe(&e), retry = contention_retries, "lock contention; writing again");
+                        let pause = Instant::now() + backoff(contention_retries);
+                        tokio::time::sleep_until(deadline.min(pause)).await;
+                        pending.push(range);
+                    }
+                    ErrorKind::Contention => {
+                        let reason = format!(
+                            "not stored: the database aborted the write {} times for lock contention ({})",
+                            CONTENTION_RETRIES + 1,
+                            describe(&e)
+                        );
+                        report
+                            .failures
+                            .extend(rows[range].iter().map(|row| Failure::of(row, &reason)));
+                    }
+                    ErrorKind::Transient if !reconnected => {
+                        tracing::warn!(error = %describe(&e), "database error; reconnecting once");
+                        reconnected = true;
+                        self.connection = None;
+                        pending.push(range);
+                    }
+                    ErrorKind::Transient => {
+                        // The next invocation starts on a fresh connection (after a fail-over,
+                        // maybe to another server).
+                        self.connection = None;
+                        return Err(StoreError::Unavailable(describe(&e)));
+                    }
+                    ErrorKind::Fatal => return Err(StoreError::Database(describe(&e))),
+                },
+            }
+        }
+        Ok(report)
+    }
+}
+
+fn fail_all<'a>(rows: &'a [LoginRow], reason: &'a str) -> impl Iterator<Item = Failure> + 'a {
+    rows.iter().map(move |row| Failure::of(row, reason))
+}
+
+/// The pause before contention retry `n` (1, 2, ...): 5, 10, 20, 40, 80 ms plus up to as much
+/// again, so two writers that collided do not collide again in step.
+fn backoff(n: u32) -> Duration {
+    let base = Duration::from_millis(5 << (n.clamp(1, 6) - 1));
+    let spread = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |now| now.subsec_nanos());
+    base + base.mul_f64(f64::from(spread % 1000) / 1000.0)
+}

@@ -1,0 +1,106 @@
+//! The SQL the function sends, and the migrations that make the schema it needs.
+
+use tokio_postgres::types::Type;
+
+/// The migrations, in the order they are applied (file-name order).
+pub const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/001_user_logins.sql"),
+    include_str!("../../migrations/002_app_version_text.sql"),
+    include_str!("../../migrations/003_pii_vault.sql"),
+];
+
+/// The migrations as one transaction, under an advisory lock so that concurrent cold starts do
+/// not race on `CREATE TABLE`. Each file is safe to apply twice.
+pub(super) fn migration_script() -> String {
+    let mut script = String::from("BEGIN; SELECT pg_advisory_xact_lock(4242424242);\n");
+    for sql in MIGRATIONS {
+        script.push_str(sql);
+        script.push('\n');
+    }
+    script.push_str("COMMIT;");
+    script
+}
+
+/// The row insert, shared by both statements below (a macro, so `concat!` can join literals).
+/// The batch travels as one array per column and `unnest` turns them back into rows: one round
+/// trip. `ON CONFLICT (message_id) DO NOTHING` makes a redelivered message a success instead of a
+/// second row, and the command tag counts only the new rows.
+///
+/// Rows go in messageId order, the global lock order: two writers of overlapping batches (SQS
+/// delivers a message to two instances at once) then wait on each other's first shared id
+/// instead of each holding one the other needs, which is a deadlock.
+macro_rules! insert_rows {
+    () => {
+        "INSERT INTO user_logins
+    (message_id, user_id, device_type, masked_ip, masked_device_id, locale, app_version, create_date,
+     mask_key_id)
+SELECT m, u, d, ip, dev, l, v, c, $9::varchar
+FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::varchar[], $5::varchar[],
+            $6::varchar[], $7::int4[], $8::date[]) AS t(m, u, d, ip, dev, l, v, c)
+ORDER BY m
+ON CONFLICT (message_id) DO NOTHING"
+    };
+}
+
+/// The batch insert when recovery is off: it touches only `user_logins`, so the function's role
+/// needs no grant on the vault.
+pub const INSERT_ROWS: &str = insert_rows!();
+
+/// The batch insert when recovery is on: the vault entries go in the same statement, hence the
+/// same transaction, as their rows. They go in masked-value order: concurrent batches of the same
+/// users insert the same vault entries, and would otherwise deadlock on them. PostgreSQL runs a
+/// data-modifying CTE that the main query does not read after the main query, so every writer
+/// locks rows first, then vault entries, each in one order.
+pub const INSERT_ROWS_AND_VAULT: &str = concat!(
+    "WITH vault AS (
+    INSERT INTO pii_vault (masked_value, kind, key_id, ciphertext)
+    SELECT masked, kind, $12::varchar, sealed
+    FROM (SELECT masked, 'ip' AS kind, sealed FROM unnest($4::varchar[], $10::bytea[]) AS i(masked, sealed)
+          UNION ALL
+          SELECT masked, 'device_id', sealed FROM unnest($5::varchar[], $11::bytea[]) AS d(masked, sealed)
+         ) AS entries
+    WHERE sealed IS NOT NULL
+    ORDER BY masked
+    ON CONFLICT (masked_value) DO NOTHING
+)
+",
+    insert_rows!()
+);
+
+/// Which of the ids are stored already. One index lookup per id whatever the table's statistics
+/// (a generic plan of `= ANY($1)` can fall back to a sequential scan that compares every row
+/// with every id).
+pub const STORED_IDS: &str = "\
+SELECT i.id FROM unnest($1::varchar[]) AS i(id)
+CROSS JOIN LATERAL (SELECT FROM user_logins t WHERE t.message_id = i.id LIMIT 1) AS stored";
+
+/// The columns the COPY writes, in the order of `COPY_COLUMN_TYPES` and `copy_values`.
+macro_rules! copy_columns {
+    () => {
+        "message_id, user_id, device_type, masked_ip, masked_device_id, locale, app_version, \
+         create_date, mask_key_id"
+    };
+}
+
+/// The columns the COPY writes (the benchmark's COPY baseline writes the same).
+pub const COPY_COLUMNS: &str = copy_columns!();
+
+/// The binary COPY of new rows.
+pub const COPY_ROWS: &str = concat!(
+    "COPY user_logins (",
+    copy_columns!(),
+    ") FROM STDIN (FORMAT binary)"
+);
+
+/// The column types of `COPY_ROWS`, in its order.
+pub const COPY_COLUMN_TYPES: [Type; 9] = [
+    Type::VARCHAR,
+    Type::VARCHAR,
+    Type::VARCHAR,
+    Type::VARCHAR,
+    Type::VARCHAR,
+    Type::VARCHAR,
+    Type::INT4,
+    Type::DATE,
+    Type::VARCHAR,
+];

@@ -1,0 +1,297 @@
+//! One attempt at writing rows on a connection: one INSERT, or a binary COPY of the new rows for
+//! a large batch. What to do when it fails (split, retry, reconnect) is `Store::write`'s.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
+
+use tokio::time::{timeout_at, Instant};
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Statement};
+
+use super::connection::{Connection, Statements, CANCEL_TIMEOUT};
+use super::sql::COPY_COLUMN_TYPES;
+use super::{RowSource, StoreError};
+use crate::batch::{KeyIds, LoginRow};
+
+/// Batches of at least this many rows (without the vault) go by COPY: below it the COPY's extra
+/// round trip costs more than its faster load saves (BENCHMARKS.md).
+pub(super) const COPY_FROM_ROWS: usize = 100;
+
+/// The rows of one attempt: planned already, or still being planned while they are written.
+pub(super) enum Rows<'r> {
+    Planned(&'r [LoginRow]),
+    Streaming(&'r mut dyn RowSource),
+}
+
+impl Rows<'_> {
+    /// All the rows, planning the rest first.
+    fn all(&mut self) -> &[LoginRow] {
+        match self {
+            Rows::Planned(rows) => rows,
+            Rows::Streaming(source) => {
+                while source.plan_more() {}
+                source.planned()
+            }
+        }
+    }
+
+    /// How many rows; for a source still planning, how many there can be at most.
+    fn size_hint(&self) -> usize {
+        match self {
+            Rows::Planned(rows) => rows.len(),
+            Rows::Streaming(source) => source.max_rows(),
+        }
+    }
+}
+
+/// How one attempt ended, when it did not succeed.
+pub(super) enum Attempt {
+    Failed(tokio_postgres::Error),
+    /// The client stopped waiting at the deadline; the statement may still be running.
+    Deadline,
+    /// The server's statement_timeout (set to the deadline) aborted the statement: not committed.
+    TimedOutOnServer,
+    /// The server cancelled the statement before the deadline (an administrator's
+    /// pg_cancel_backend, or a shorter timeout configured on the server): not committed.
+    CancelledOnServer,
+    Unreachable(StoreError),
+}
+
+impl Connection {
+    /// Writes `rows` once; returns how many were new.
+    pub(super) async fn write_once(
+        &self,
+        mut rows: Rows<'_>,
+        key_ids: &KeyIds,
+        deadline: Instant,
+    ) -> Result<usize, Attempt> {
+        // The server enforces the deadline too: a cancel request is only best effort, and a
+        // statement still queued behind a lock when the client gives up could otherwise commit
+        // later. Both messages go out together (pipelined), so this adds no round trip.
+        let remaining_ms = deadline
+            .saturating_duration_since(Instant::now())
+            .as_millis()
+            .max(1);
+        let server_timeout = format!("SET statement_timeout = {remaining_ms}");
+        let client = &self.client;
+        let write = async {
+            let insert = match &self.statements {
+                Statements::Rows {
+                    insert,
+                    stored_ids,
+                    copy,
+                } if rows.size_hint() >= COPY_FROM_ROWS => {
+                    match copy_new_rows(client, stored_ids, copy, &mut rows, &key_ids.mask).await {
+                        // Another writer stored one of the ids since we looked (or `rows`
+                        // repeats one): the INSERT's ON CONFLICT sorts it out. The failed COPY
+                        // stored nothing.
+                        Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => insert,
+                        copied => return copied,
+                    }
+                }
+                Statements::Rows { insert, .. } => insert,
+                Statements::RowsAndVault { insert } => insert,
+            };
+            insert_rows(client, insert, &self.statements, rows.all(), key_ids).await
+        };
+        let pipelined = async {
+            let (set, written) = tokio::join!(client.batch_execute(&server_timeout), write);
+            set.and(written)
+        };
+        match timeout_at(deadline, pipelined).await {
+            Err(_) => Err(Attempt::Deadline),
+            // Ours fires at the deadline; one that comes sooner was someone else's.
+            Ok(Err(e)) if e.code() == Some(&SqlState::QUERY_CANCELED) => {
+                if Instant::now() + CANCEL_TIMEOUT >= deadline {
+                    Err(Attempt::TimedOutOnServer)
+                } else {
+                    Err(Attempt::CancelledOnServer)
+                }
+            }
+            Ok(Err(e)) => Err(Attempt::Failed(e)),
+            Ok(Ok(inserted)) => Ok(inserted),
+        }
+    }
+}
+
+/// One `INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING`; returns how many were new.
+async fn insert_rows(
+    client: &Client,
+    insert: &Statement,
+    statements: &Statements,
+    rows: &[LoginRow],
+    key_ids: &KeyIds,
+) -> Result<usize, tokio_postgres::Error> {
+    let columns = Columns::of(rows);
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![
+        &columns.message_id,
+        &columns.user_id,
+        &columns.device_type,
+        &columns.masked_ip,
+        &columns.masked_device_id,
+        &columns.locale,
+        &columns.app_version,
+        &columns.create_date,
+        &key_ids.mask,
+    ];
+    if let Statements::RowsAndVault { .. } = statements {
+        params.extend([
+            &columns.sealed_ip as &(dyn ToSql + Sync),
+            &columns.sealed_device_id,
+            &key_ids.vault,
+        ]);
+    }
+    // The command tag counts the rows inserted, which are exactly the new ones.
+    Ok(client.execute(insert, &params).await? as usize)
+}
+
+/// Binary COPY of the rows whose message_id is not stored yet; returns how many it copied.
+/// The lookup and the start of the COPY go out together, and the lookup's answer arrives before
+/// the server asks for data, so this costs one round trip more than the INSERT. A first
+/// delivery is not looked up: an index lookup costs about as much as the COPY of its row.
+async fn copy_new_rows(
+    client: &Client,
+    stored_ids: &Statement,
+    copy: &Statement,
+    rows: &mut Rows<'_>,
+    mask_key_id: &str,
+) -> Result<usize, tokio_postgres::Error> {
+    // Only redeliveries can be stored already; SQS marks first deliveries (`first_receive`).
+    let redelivered: Vec<String> = match rows {
+        Rows::Planned(rows) => rows
+            .iter()
+            .filter(|row| !row.first_receive)
+            .map(|row| row.message_id.clone())
+            .collect(),
+        Rows::Streaming(source) => source.maybe_stored_ids(),
+    };
+    let lookup: [&(dyn ToSql + Sync); 1] = [&redelivered];
+    let looking_up = async {
+        if redelivered.is_empty() {
+            Ok(Vec::new())
+        } else {
+            client.query(stored_ids, &lookup).await
+        }
+    };
+    let requests = async { tokio::join!(looking_up, client.copy_in(copy)) };
+    let (stored, sink) = match rows {
+        Rows::Planned(_) => requests.await,
+        Rows::Streaming(source) => plan_while(requests, &mut **source).await,
+    };
+    // On an error here the sink, if any, is dropped, which aborts the COPY: nothing is stored.
+    let stored = stored?;
+    let stored: HashSet<&str> = stored.iter().map(|row| row.get(0)).collect();
+    let writer = BinaryCopyInWriter::new(sink?, &COPY_COLUMN_TYPES);
+    tokio::pin!(writer);
+    let is_new = |row: &LoginRow| !stored.contains(row.message_id.as_str());
+    match rows {
+        Rows::Planned(rows) => {
+            // In the global lock order (plans are in it already, so this sort is a check).
+            let mut new_rows: Vec<&LoginRow> = rows.iter().filter(|row| is_new(row)).collect();
+            new_rows.sort_unstable_by(|a, b| a.message_id.cmp(&b.message_id));
+            for row in new_rows {
+                copy_row(writer.as_mut(), row, mask_key_id).await?;
+            }
+        }
+        // The writer hands the server a buffer every 4 KiB, and waits for the connection to
+        // take it, so the server ingests these rows while the next ones are planned. A source
+        // that is streamed plans in messageId order, the global lock order.
+        Rows::Streaming(source) => {
+            let mut sent = 0;
+            loop {
+                for row in &source.planned()[sent..] {
+                    if is_new(row) {
+                        copy_row(writer.as_mut(), row, mask_key_id).await?;
+                    }
+                }
+                sent = source.planned().len();
+                if !source.plan_more() {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(writer.finish().await? as usize)
+}
+
+/// Records planned between two looks at the connection while waiting for the server.
+const PLAN_AHEAD_STEP: usize = 32;
+
+/// Awaits `requests` while planning rows: the answers take a round trip, in which the client
+/// would otherwise sit idle. Yields between steps so the connection task can send the requests
+/// and read the answers (the runtime has one thread).
+async fn plan_while<F: Future>(requests: F, source: &mut dyn RowSource) -> F::Output {
+    tokio::pin!(requests);
+    let mut done = false;
+    loop {
+        tokio::select! {
+            biased;
+            answers = &mut requests => return answers,
+            () = tokio::task::yield_now(), if !done => {
+                for _ in 0..PLAN_AHEAD_STEP {
+                    if !source.plan_more() {
+                        done = true;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn copy_row(
+    writer: Pin<&mut BinaryCopyInWriter>,
+    row: &LoginRow,
+    mask_key_id: &str,
+) -> Result<(), tokio_postgres::Error> {
+    writer.write(&copy_values(row, &mask_key_id)).await
+}
+
+/// One row's values for the COPY, in the order of `COPY_COLUMNS`.
+pub fn copy_values<'a>(row: &'a LoginRow, mask_key_id: &'a &'a str) -> [&'a (dyn ToSql + Sync); 9] {
+    [
+        &row.message_id,
+        &row.user_id,
+        &row.device_type,
+        &row.masked_ip,
+        &row.masked_device_id,
+        &row.locale,
+        &row.app_version,
+        &row.create_date,
+        mask_key_id,
+    ]
+}
+
+/// The batch as one array per column, borrowed from the rows (no copies of the strings).
+struct Columns<'a> {
+    message_id: Vec<&'a str>,
+    user_id: Vec<&'a str>,
+    device_type: Vec<&'a str>,
+    masked_ip: Vec<&'a str>,
+    masked_device_id: Vec<&'a str>,
+    locale: Vec<Option<&'a str>>,
+    app_version: Vec<i32>,
+    create_date: Vec<time::Date>,
+    sealed_ip: Vec<Option<&'a [u8]>>,
+    sealed_device_id: Vec<Option<&'a [u8]>>,
+}
+
+impl<'a> Columns<'a> {
+    fn of(rows: &'a [LoginRow]) -> Self {
+        Columns {
+            message_id: rows.iter().map(|r| r.message_id.as_str()).collect(),
+            user_id: rows.iter().map(|r| r.user_id.as_str()).collect(),
+            device_type: rows.iter().map(|r| r.device_type.as_str()).collect(),
+            masked_ip: rows.iter().map(|r| r.masked_ip.as_str()).collect(),
+            masked_device_id: rows.iter().map(|r| r.masked_device_id.as_str()).collect(),
+            locale: rows.iter().map(|r| r.locale.as_deref()).collect(),
+            app_version: rows.iter().map(|r| r.app_version).collect(),
+            create_date: rows.iter().map(|r| r.create_date).collect(),
+            sealed_ip: rows.iter().map(|r| r.sealed_ip.as_deref()).collect(),
+            sealed_device_id: rows.iter().map(|r| r.sealed_device_id.as_deref()).collect(),
+        }
+    }
+}
