@@ -26,8 +26,13 @@ ensure_postgres() {
     echo "using DATABASE_URL from the environment"
     return
   fi
-  eval "$("$ROOT/scripts/pg.sh" start)"
-  on_exit "\"$ROOT/scripts/pg.sh\" stop \"$PG_TEST_DIR\""
+  # The directory is made, and its stop registered, before the start: a Ctrl-C while PostgreSQL
+  # starts (initdb takes a second or two) still stops the server and removes the directory.
+  local dir exports
+  dir="$(mktemp -d "${TMPDIR:-/tmp}/login-etl-pg.XXXXXX")"
+  on_exit "\"$ROOT/scripts/pg.sh\" stop \"$dir\""
+  exports="$(PG_START_DIR="$dir" "$ROOT/scripts/pg.sh" start)"
+  eval "$exports"
   echo "throw-away PostgreSQL on port $PGPORT ($PG_TEST_DIR)"
 }
 
@@ -101,6 +106,7 @@ ensure_localstack() {
 start_localstack_sqs() {
   local state port i
   state="$(mktemp -d "${TMPDIR:-/tmp}/login-etl-localstack.XXXXXX")"
+  on_exit "rm -rf \"$state\""
   port="$(free_port)"
   mkdir -p "$state/fs" "$state/tmp" "$state/config" "$state/home"
   # setsid: its own process group, so the stop reaches any child it starts.
