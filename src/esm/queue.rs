@@ -101,8 +101,7 @@ impl Queue {
 
     /// Deletes messages by receipt handle: `(messageId, receiptHandle)` pairs.
     pub async fn delete(&self, messages: &[(&str, &str)]) -> Settled {
-        let mut settled = Settled::default();
-        for chunk in messages.chunks(SQS_BATCH_LIMIT) {
+        settle(messages, |chunk| async move {
             let entries = chunk.iter().enumerate().map(|(i, (_, handle))| {
                 DeleteMessageBatchRequestEntry::builder()
                     .id(i.to_string())
@@ -110,37 +109,26 @@ impl Queue {
                     .build()
                     .expect("id and receipt handle are set")
             });
-            let result = self
+            let output = self
                 .client
                 .delete_message_batch()
                 .queue_url(&self.url)
                 .set_entries(Some(entries.collect()))
                 .send()
-                .await;
-            match result {
-                Ok(output) => {
-                    settled.done += output.successful().len();
-                    settled.refused.extend(refusals(
-                        chunk,
-                        output.failed().iter().map(|f| (f.id(), f.code())),
-                    ));
-                }
-                Err(e) => {
-                    let why = failed("DeleteMessageBatch", e).0;
-                    settled
-                        .refused
-                        .extend(chunk.iter().map(|(id, _)| (id.to_string(), why.clone())));
-                }
-            }
-        }
-        settled
+                .await
+                .map_err(|e| failed("DeleteMessageBatch", e))?;
+            Ok(BatchAnswer {
+                succeeded: output.successful().len(),
+                refused: refusals(chunk, output.failed().iter().map(|f| (f.id(), f.code()))),
+            })
+        })
+        .await
     }
 
     /// Makes messages visible again at once (visibility timeout 0), for batches gathered but not
     /// sent: on a stop, or what would push a batch past the payload limit.
     pub async fn release(&self, messages: &[(&str, &str)]) -> Settled {
-        let mut settled = Settled::default();
-        for chunk in messages.chunks(SQS_BATCH_LIMIT) {
+        settle(messages, |chunk| async move {
             let entries = chunk.iter().enumerate().map(|(i, (_, handle))| {
                 ChangeMessageVisibilityBatchRequestEntry::builder()
                     .id(i.to_string())
@@ -149,30 +137,20 @@ impl Queue {
                     .build()
                     .expect("id and receipt handle are set")
             });
-            let result = self
+            let output = self
                 .client
                 .change_message_visibility_batch()
                 .queue_url(&self.url)
                 .set_entries(Some(entries.collect()))
                 .send()
-                .await;
-            match result {
-                Ok(output) => {
-                    settled.done += output.successful().len();
-                    settled.refused.extend(refusals(
-                        chunk,
-                        output.failed().iter().map(|f| (f.id(), f.code())),
-                    ));
-                }
-                Err(e) => {
-                    let why = failed("ChangeMessageVisibilityBatch", e).0;
-                    settled
-                        .refused
-                        .extend(chunk.iter().map(|(id, _)| (id.to_string(), why.clone())));
-                }
-            }
-        }
-        settled
+                .await
+                .map_err(|e| failed("ChangeMessageVisibilityBatch", e))?;
+            Ok(BatchAnswer {
+                succeeded: output.successful().len(),
+                refused: refusals(chunk, output.failed().iter().map(|f| (f.id(), f.code()))),
+            })
+        })
+        .await
     }
 
     /// The queue's message counts.
@@ -203,6 +181,36 @@ impl Queue {
 }
 
 /// Maps the entry ids of a batch call's failures back to messageIds.
+/// What SQS answered to one batch call.
+struct BatchAnswer {
+    succeeded: usize,
+    refused: Vec<(String, String)>,
+}
+
+/// Runs one batch call per chunk of at most `SQS_BATCH_LIMIT` messages and adds up what SQS
+/// did; a call that fails refuses its whole chunk.
+async fn settle<'m, F, Fut>(messages: &'m [(&'m str, &'m str)], call: F) -> Settled
+where
+    F: Fn(&'m [(&'m str, &'m str)]) -> Fut,
+    Fut: std::future::Future<Output = Result<BatchAnswer, QueueError>>,
+{
+    let mut settled = Settled::default();
+    for chunk in messages.chunks(SQS_BATCH_LIMIT) {
+        match call(chunk).await {
+            Ok(answer) => {
+                settled.done += answer.succeeded;
+                settled.refused.extend(answer.refused);
+            }
+            Err(QueueError(why)) => {
+                settled
+                    .refused
+                    .extend(chunk.iter().map(|(id, _)| (id.to_string(), why.clone())));
+            }
+        }
+    }
+    settled
+}
+
 fn refusals<'a>(
     chunk: &[(&str, &str)],
     failures: impl Iterator<Item = (&'a str, &'a str)>,
