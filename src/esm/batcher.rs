@@ -9,15 +9,13 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::event::{payload_size, record, Received};
-use super::options::{Settings, MAX_PAYLOAD_BYTES};
+use super::options::{
+    Settings, MAX_PAYLOAD_BYTES, SQS_MAX_MESSAGES_PER_CALL as MAX_PER_RECEIVE,
+    SQS_MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES, SQS_MAX_WAIT_SECS as MAX_WAIT_SECS,
+};
 use super::queue::{Queue, QueueError};
 use super::stop::Stop;
 
-/// SQS returns at most ten messages per call and waits at most 20 s.
-const MAX_PER_RECEIVE: usize = 10;
-const MAX_WAIT_SECS: u64 = 20;
-/// SQS's largest message (1 MiB): below this much room, another message might not fit.
-const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 /// Pause between short polls at the end of a window, so an empty queue is not hammered.
 const SHORT_POLL_PAUSE: Duration = Duration::from_millis(100);
 

@@ -10,7 +10,7 @@ use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvid
 use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
 use aws_sigv4::sign::v4;
 
-use super::response::{Failure, Reply};
+use super::response::{InvocationFailure, Reply};
 
 /// Signs requests for the `lambda` service in one region.
 #[derive(Debug, Clone)]
@@ -48,7 +48,7 @@ impl Invoker {
     }
 
     /// Invokes the function with `payload` and returns its reply, whatever the status.
-    pub async fn invoke(&self, payload: Vec<u8>) -> Result<Reply, Failure> {
+    pub async fn invoke(&self, payload: Vec<u8>) -> Result<Reply, InvocationFailure> {
         let mut request = self
             .http
             .post(&self.url)
@@ -63,7 +63,7 @@ impl Invoker {
             .body(payload)
             .send()
             .await
-            .map_err(|e| Failure::Unreachable(describe(e)))?;
+            .map_err(|e| InvocationFailure::Unreachable(describe(e)))?;
         let status = response.status().as_u16();
         let function_error = response
             .headers()
@@ -73,7 +73,7 @@ impl Invoker {
         let body = response
             .bytes()
             .await
-            .map_err(|e| Failure::Unreachable(describe(e)))?;
+            .map_err(|e| InvocationFailure::Unreachable(describe(e)))?;
         Ok(Reply {
             status,
             function_error,

@@ -13,6 +13,13 @@ pub const MAX_BATCH_SIZE_STANDARD: usize = 10_000;
 pub const MAX_BATCH_SIZE_FIFO: usize = 10;
 /// `ScalingConfig.MaximumConcurrency` is at most 1,000 (AWS's minimum is 2; locally 1 is useful).
 pub const MAX_CONCURRENCY: usize = 1_000;
+/// SQS receives at most 10 messages per call, and settles (deletes, releases) at most 10 per
+/// batch call.
+pub const SQS_MAX_MESSAGES_PER_CALL: usize = 10;
+/// SQS long-polls for at most 20 s, which is what Lambda's pollers use.
+pub const SQS_MAX_WAIT_SECS: u64 = 20;
+/// SQS's largest message (1 MiB).
+pub const SQS_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 
 /// Polls an SQS queue and invokes a Lambda function with its messages, as the AWS event source
 /// mapping does (with ReportBatchItemFailures on). Logs one line per batch; Ctrl-C stops it
@@ -128,7 +135,11 @@ impl Options {
             drain: self.drain,
             // Lambda long-polls for 20 s; draining polls for 1 s so that it notices an empty
             // queue quickly (a long poll still returns as soon as a message arrives).
-            receive_wait_secs: if self.drain { 1 } else { 20 },
+            receive_wait_secs: if self.drain {
+                1
+            } else {
+                SQS_MAX_WAIT_SECS as i32
+            },
         })
     }
 }

@@ -11,9 +11,7 @@ use aws_sdk_sqs::types::{
 use aws_sdk_sqs::Client;
 
 use super::event::QueueIdentity;
-
-/// SQS takes at most ten entries per batch call.
-const SQS_BATCH_LIMIT: usize = 10;
+use super::options::SQS_MAX_MESSAGES_PER_CALL as SQS_BATCH_LIMIT;
 
 /// An SQS call failed; the text carries the SDK's whole error chain.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -29,12 +29,13 @@ pub enum Verdict {
     /// Delete every message of the batch except these messageIds (empty: delete them all).
     DeleteAllExcept(BTreeSet<String>),
     /// Delete nothing: the whole batch is retried after the visibility timeout.
-    DeleteNothing(Failure),
+    DeleteNothing(InvocationFailure),
 }
 
-/// Why a whole batch failed.
+/// Why a whole invocation failed, so no message of its batch is deleted (`batch::Failure` is one
+/// message the function reported).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Failure {
+pub enum InvocationFailure {
     /// The function returned an error (`errorType` from its error body, where there is one).
     FunctionError { error_type: Option<String> },
     /// The function answered, but not with a valid partial batch response.
@@ -45,16 +46,22 @@ pub enum Failure {
     Unreachable(String),
 }
 
-impl fmt::Display for Failure {
+impl fmt::Display for InvocationFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Failure::FunctionError {
+            InvocationFailure::FunctionError {
                 error_type: Some(t),
             } => write!(f, "function error ({t})"),
-            Failure::FunctionError { error_type: None } => write!(f, "function error"),
-            Failure::InvalidResponse(why) => write!(f, "invalid partial batch response: {why}"),
-            Failure::InvokeStatus(status) => write!(f, "the Invoke API answered HTTP {status}"),
-            Failure::Unreachable(why) => write!(f, "the function could not be invoked: {why}"),
+            InvocationFailure::FunctionError { error_type: None } => write!(f, "function error"),
+            InvocationFailure::InvalidResponse(why) => {
+                write!(f, "invalid partial batch response: {why}")
+            }
+            InvocationFailure::InvokeStatus(status) => {
+                write!(f, "the Invoke API answered HTTP {status}")
+            }
+            InvocationFailure::Unreachable(why) => {
+                write!(f, "the function could not be invoked: {why}")
+            }
         }
     }
 }
@@ -63,16 +70,16 @@ impl fmt::Display for Failure {
 pub fn interpret(reply: &Reply, batch_ids: &HashSet<&str>) -> Verdict {
     let function_failed = reply.function_error.is_some() || reply.status == 500;
     if function_failed {
-        return Verdict::DeleteNothing(Failure::FunctionError {
+        return Verdict::DeleteNothing(InvocationFailure::FunctionError {
             error_type: error_type(&reply.body),
         });
     }
     if !(200..300).contains(&reply.status) {
-        return Verdict::DeleteNothing(Failure::InvokeStatus(reply.status));
+        return Verdict::DeleteNothing(InvocationFailure::InvokeStatus(reply.status));
     }
     match failed_ids(&reply.body, batch_ids) {
         Ok(failed) => Verdict::DeleteAllExcept(failed),
-        Err(why) => Verdict::DeleteNothing(Failure::InvalidResponse(why)),
+        Err(why) => Verdict::DeleteNothing(InvocationFailure::InvalidResponse(why)),
     }
 }
 
@@ -151,7 +158,7 @@ mod tests {
 
     fn invalid(verdict: Verdict) -> String {
         match verdict {
-            Verdict::DeleteNothing(Failure::InvalidResponse(why)) => why,
+            Verdict::DeleteNothing(InvocationFailure::InvalidResponse(why)) => why,
             other => panic!("expected an invalid response, got {other:?}"),
         }
     }
@@ -225,7 +232,7 @@ mod tests {
             let verdict = interpret(&reply, &ids());
             assert_eq!(
                 verdict,
-                Verdict::DeleteNothing(Failure::FunctionError {
+                Verdict::DeleteNothing(InvocationFailure::FunctionError {
                     error_type: Some("DatabaseUnavailable".into())
                 })
             );
@@ -240,7 +247,7 @@ mod tests {
         };
         assert_eq!(
             interpret(&opaque, &ids()),
-            Verdict::DeleteNothing(Failure::FunctionError { error_type: None })
+            Verdict::DeleteNothing(InvocationFailure::FunctionError { error_type: None })
         );
     }
 
@@ -254,7 +261,7 @@ mod tests {
             };
             assert_eq!(
                 interpret(&reply, &ids()),
-                Verdict::DeleteNothing(Failure::InvokeStatus(status))
+                Verdict::DeleteNothing(InvocationFailure::InvokeStatus(status))
             );
         }
     }
