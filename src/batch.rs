@@ -43,7 +43,7 @@ pub struct KeyIds {
 }
 
 /// The longest messageId we store (`message_id varchar(128)`); SQS ids are 36-character UUIDs.
-pub const MESSAGE_ID_MAX_CHARS: usize = 128;
+pub(crate) const MESSAGE_ID_MAX_CHARS: usize = 128;
 
 /// A message that will be reported in `batchItemFailures`, and why (safe to log: no values).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,7 +16,7 @@ use crate::metrics::Emf;
 use crate::store::{RowSource, Store, StoreError};
 
 /// Time kept back from Lambda's deadline to report failures and answer before being killed.
-pub const DEADLINE_MARGIN: Duration = Duration::from_millis(500);
+const DEADLINE_MARGIN: Duration = Duration::from_millis(500);
 
 /// The whole batch failed; Lambda will retry it (and back off) because the handler errs.
 #[derive(Debug)]
@@ -178,7 +178,7 @@ const EPOCH_MS_FLOOR: u64 = 1_000_000_000_000;
 /// Lambda's deadline (`Lambda-Runtime-Deadline-Ms`) as a monotonic instant, minus the margin we
 /// keep for answering. Lambda sends milliseconds since the epoch; cargo-lambda's emulator sends
 /// the function timeout itself (600000), so a value too small to be a date is read as a duration.
-pub fn deadline_of(deadline_ms: u64) -> Instant {
+fn deadline_of(deadline_ms: u64) -> Instant {
     let remaining = if deadline_ms < EPOCH_MS_FLOOR {
         Duration::from_millis(deadline_ms)
     } else {

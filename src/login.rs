@@ -11,12 +11,12 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
 /// Column limits of `user_logins`, in characters (PostgreSQL's `varchar(n)` counts characters).
-pub const USER_ID_MAX_CHARS: usize = 128;
-pub const DEVICE_TYPE_MAX_CHARS: usize = 32;
-pub const LOCALE_MAX_CHARS: usize = 32;
+pub(crate) const USER_ID_MAX_CHARS: usize = 128;
+pub(crate) const DEVICE_TYPE_MAX_CHARS: usize = 32;
+pub(crate) const LOCALE_MAX_CHARS: usize = 32;
 /// `device_id` is stored only as its mask, so no column bounds it; this cap keeps a hostile
 /// producer from making us hash megabytes, and is far above any real device id.
-pub const DEVICE_ID_MAX_CHARS: usize = 256;
+pub(crate) const DEVICE_ID_MAX_CHARS: usize = 256;
 /// An IPv6 address with an embedded IPv4 tail is at most 45 characters; anything longer is not an
 /// address, so we refuse it before parsing.
 const IP_MAX_CHARS: usize = 64;

@@ -42,7 +42,7 @@ impl PiiKind {
 /// The recovery secret and its id (stored with every entry, so rotation knows which key to use).
 #[derive(Clone)]
 pub struct RecoveryKey {
-    pub id: String,
+    pub(crate) id: String,
     bytes: [u8; RECOVERY_KEY_BYTES],
 }
 
