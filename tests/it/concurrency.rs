@@ -5,12 +5,10 @@
 //! with and without the vault. None may fail a batch or a message, and every message must end
 //! as exactly one row, counted as new by exactly one instance.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use common::*;
+use crate::common::*;
 use login_etl::batch::BatchOutcome;
 use login_etl::handler::Processor;
 use login_etl::mask::Masker;
@@ -171,7 +169,6 @@ async fn eight_instances_write_at_once(size: usize, delivery: Delivery, with_vau
         // Each user has one ip and one device id: two vault entries.
         assert_eq!(entries, (2 * USERS * ROUNDS) as i64);
     }
-    db.drop_database().await;
 }
 
 /// `pg_stat_database.deadlocks` of the test's database, once every instance has disconnected (a

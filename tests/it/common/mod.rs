@@ -1,6 +1,5 @@
 //! Test helpers: a fresh, migrated database per test on a real PostgreSQL, SQS events as Lambda
 //! delivers them, an independent HMAC, and a TCP proxy that can cut the database off.
-#![allow(dead_code)] // each test file uses a different part of this module
 
 pub mod emulator;
 #[cfg(feature = "esm")]
@@ -10,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use aws_lambda_events::event::sqs::SqsMessage;
 use hmac::{Hmac, KeyInit, Mac};
 use login_etl::config::DatabaseConfig;
 use login_etl::handler::Processor;
@@ -35,7 +34,8 @@ pub fn admin_url() -> String {
     )
 }
 
-/// A database of its own for one test, created and migrated on the test server.
+/// A database of its own for one test, created and migrated on the test server, and dropped
+/// when the value is, also when an assertion fails.
 pub struct TestDb {
     pub name: String,
     pub url: String,
@@ -116,15 +116,38 @@ impl TestDb {
             .unwrap();
     }
 
-    pub async fn drop_database(self) {
-        let admin = connect(&admin_url()).await;
-        admin
-            .batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .await
-            .expect("drop test database");
+    /// A processor like the Lambda's on a fresh database: the set-up most tests start with.
+    pub async fn with_processor() -> (TestDb, Processor) {
+        let db = TestDb::new().await;
+        let processor = db.processor().await;
+        (db, processor)
+    }
+}
+
+impl Drop for TestDb {
+    /// Drop is not async, and may run inside a runtime (or while a test unwinds): the database
+    /// is dropped from a thread of its own with a runtime of its own.
+    fn drop(&mut self) {
+        let name = std::mem::take(&mut self.name);
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime to drop the test database");
+            runtime.block_on(async {
+                let (admin, connection) = tokio_postgres::connect(&admin_url(), NoTls).await?;
+                tokio::spawn(connection);
+                admin
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await
+            })
+        })
+        .join();
+        if !std::thread::panicking() {
+            dropped
+                .expect("the drop thread does not panic")
+                .expect("drop the test database");
+        }
     }
 }
 
@@ -207,12 +230,6 @@ pub fn sqs_record_on(queue: &str, message_id: &str, body: &str) -> SqsMessage {
         "awsRegion": "us-east-1"
     });
     serde_json::from_value(value).expect("valid SQS record")
-}
-
-pub fn sqs_event(records: Vec<SqsMessage>) -> SqsEvent {
-    let mut event = SqsEvent::default();
-    event.records = records;
-    event
 }
 
 /// Valid login messages with ids `{prefix}-00000`, `{prefix}-00001`, ... for `numbers`.

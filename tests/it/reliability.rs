@@ -1,11 +1,9 @@
 //! Faults and limits against real PostgreSQL servers: restarts between and during invocations,
 //! a statement that outlives the deadline, a 10,000-record batch, and a least-privilege role.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use login_etl::config::DatabaseConfig;
 use serde_json::json;
 use tokio::time::Instant;
@@ -117,8 +115,7 @@ async fn a_first_large_batch_past_the_deadline_is_reported_like_any_other() {
 
 /// A DBA holds a lock on the table past the invocation deadline; `size` messages arrive.
 async fn a_lock_held_past_the_deadline(size: usize) {
-    let db = TestDb::new().await;
-    let processor = db.processor().await;
+    let (db, processor) = TestDb::with_processor().await;
     let blocker = db.client().await;
     blocker
         .batch_execute("BEGIN; LOCK TABLE user_logins IN ACCESS EXCLUSIVE MODE")
@@ -151,13 +148,11 @@ async fn a_lock_held_past_the_deadline(size: usize) {
         .await
         .unwrap();
     assert_eq!(retry.stored, size);
-    db.drop_database().await;
 }
 
 #[tokio::test]
 async fn a_statement_cancelled_by_an_administrator_is_reported_as_cancelled() {
-    let db = TestDb::new().await;
-    let processor = db.processor().await;
+    let (db, processor) = TestDb::with_processor().await;
     let blocker = db.client().await;
     blocker
         .batch_execute("BEGIN; LOCK TABLE user_logins IN ACCESS EXCLUSIVE MODE")
@@ -198,7 +193,6 @@ async fn a_statement_cancelled_by_an_administrator_is_reported_as_cancelled() {
     blocker.batch_execute("COMMIT").await.unwrap();
     let retry = processor.process(&records, in_seconds(10)).await.unwrap();
     assert_eq!(retry.stored, 5);
-    db.drop_database().await;
 }
 
 /// An RDS Multi-AZ or Aurora fail-over, with two real servers: the primary the function is
@@ -264,8 +258,7 @@ async fn after_a_fail_over_the_function_writes_to_the_new_primary() {
 
 #[tokio::test]
 async fn a_deadline_already_passed_stores_nothing_and_reports_everything() {
-    let db = TestDb::new().await;
-    let processor = db.processor().await;
+    let (db, processor) = TestDb::with_processor().await;
     let outcome = processor
         .process(&good_batch("gone", 0..3), Instant::now())
         .await
@@ -275,7 +268,6 @@ async fn a_deadline_already_passed_stores_nothing_and_reports_everything() {
         ["gone-00000", "gone-00001", "gone-00002"]
     );
     assert_eq!(db.count().await, 0);
-    db.drop_database().await;
 }
 
 #[tokio::test]
@@ -295,7 +287,6 @@ async fn a_batch_of_ten_thousand_records_with_bad_rows_scattered() {
     assert_eq!(failed, ["big-00017", "big-04321", "big-05000", "big-09999"]);
     assert_eq!(outcome.stored, 9_996);
     assert_eq!(db.count().await, 9_996);
-    db.drop_database().await;
 }
 
 #[tokio::test]
@@ -345,7 +336,7 @@ async fn the_function_needs_only_insert_and_select_on_user_logins() {
         .batch_execute(&format!("DROP OWNED BY {role}; "))
         .await
         .unwrap();
-    db.drop_database().await;
+    drop(db);
     connect(&admin_url())
         .await
         .batch_execute(&format!("DROP ROLE {role}"))

@@ -1,12 +1,10 @@
 //! The real `login-etl` binary under cargo-lambda's runtime emulator (`cargo lambda watch`),
 //! invoked with `cargo lambda invoke --data-file`, as a user would run it locally.
 
-mod common;
-
 use std::process::Command;
 
-use common::emulator::Emulator;
-use common::*;
+use crate::common::emulator::Emulator;
+use crate::common::*;
 use serde_json::{json, Value};
 
 fn event(records: &[(&str, &str)]) -> Value {
@@ -59,7 +57,6 @@ async fn the_lambda_binary_stores_rows_and_reports_failures_under_the_emulator()
     let again = tokio::task::block_in_place(|| emulator.invoke(&batch));
     assert_eq!(again, response);
     assert_eq!(db.count().await, 2);
-    db.drop_database().await;
 }
 
 /// Starts the binary with only `env` and returns whether it failed and what it printed.
@@ -137,6 +134,5 @@ async fn at_trace_level_no_value_reaches_the_log_in_text_or_json() {
             );
         }
         drop(emulator);
-        db.drop_database().await;
     }
 }

@@ -1,12 +1,10 @@
 //! TLS towards PostgreSQL with libpq's sslmode meanings, against a server started with ssl=on,
 //! a test CA made here, and a pg_hba.conf that refuses every connection without TLS.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use login_etl::config::DatabaseConfig;
 use login_etl::store::{Store, StoreError, StoreOptions};
 

@@ -56,7 +56,6 @@ pub struct TestQueue {
     pub client: Client,
     pub url: String,
     pub dlq_url: Option<String>,
-    pub fifo: bool,
 }
 
 impl TestQueue {
@@ -113,7 +112,6 @@ impl TestQueue {
             client,
             url,
             dlq_url,
-            fifo,
         }
     }
 

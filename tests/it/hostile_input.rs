@@ -2,11 +2,9 @@
 //! ends as a stored row or a reported failure with a reason, never a panic, and the good
 //! messages around it are stored.
 
-mod common;
-
 use std::collections::BTreeSet;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 /// What must become of a case.
@@ -109,8 +107,7 @@ fn corpus() -> Vec<(&'static str, String, Expect)> {
 async fn every_hostile_body_ends_as_a_row_or_a_reported_failure() {
     let cases = corpus();
     assert!(cases.len() >= 60, "the corpus has {} cases", cases.len());
-    let db = TestDb::new().await;
-    let processor = db.processor().await;
+    let (db, processor) = TestDb::with_processor().await;
 
     let mut records = Vec::new();
     for (i, (_, body, _)) in cases.iter().enumerate() {
@@ -144,5 +141,4 @@ async fn every_hostile_body_ends_as_a_row_or_a_reported_failure() {
     }
     // Exactly one place for every message.
     assert_eq!(stored.len() + outcome.failures.len(), records.len());
-    db.drop_database().await;
 }

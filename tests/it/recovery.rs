@@ -1,11 +1,9 @@
 //! The PII vault and key rotation against a real PostgreSQL: recovery round trips, wrong keys,
 //! nothing in the vault without RECOVERY_KEY, and re-masking that keeps duplicates matching.
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use login_etl::handler::Processor;
 use login_etl::mask::Masker;
 use login_etl::recovery::{recover, remask, RecoverError};
@@ -99,7 +97,6 @@ async fn masked_values_round_trip_through_the_vault() {
     let again = processor.process(&records, in_seconds(10)).await.unwrap();
     assert_eq!((again.duplicates, again.failures.len()), (3, 0));
     assert_eq!(vault_size(&db).await, 4);
-    db.drop_database().await;
 }
 
 #[tokio::test]
@@ -134,7 +131,6 @@ async fn a_wrong_recovery_key_fails_authentication() {
         other_id[0].outcome,
         Err(RecoverError::OtherKey("r1".into()))
     );
-    db.drop_database().await;
 }
 
 #[tokio::test]
@@ -160,7 +156,6 @@ async fn without_a_recovery_key_nothing_is_written_to_the_vault() {
         .await
         .iter()
         .all(|(_, _, key_id)| key_id.as_deref() == Some("k1")));
-    db.drop_database().await;
 }
 
 #[tokio::test]
@@ -225,7 +220,6 @@ async fn re_masking_after_a_key_rotation_keeps_duplicates_matching() {
         recovered[0].outcome,
         Ok((PiiKind::DeviceId, "123-45-6789".to_string()))
     );
-    db.drop_database().await;
 }
 
 fn pii_tool(db: &TestDb, env: &[(&str, &str)], args: &[&str]) -> (bool, String, String) {
@@ -295,5 +289,4 @@ async fn the_command_line_tool_recovers_and_refuses_clearly() {
         .unwrap()
         .mask_ip("199.172.111.135".parse().unwrap());
     assert_eq!(stdout, format!("k1\t{masked_ip}\nk0\t{old}\n"));
-    db.drop_database().await;
 }

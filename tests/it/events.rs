@@ -2,15 +2,13 @@
 //! database and must end exactly as `events/expected.json` (written by `scripts/gen_events.py`)
 //! says; and the checked-in files must be what the generator writes today.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::common::*;
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
-use common::*;
 use serde::Deserialize;
 use serde_json::Value;
 use time::{Date, OffsetDateTime};
@@ -127,8 +125,7 @@ async fn every_event_file_ends_as_its_manifest_says() {
             continue;
         };
         let records = read_event(&name).records;
-        let db = TestDb::new().await;
-        let processor = db.processor().await;
+        let (db, processor) = TestDb::with_processor().await;
         let outcome = processor
             .process(&records, in_seconds(60))
             .await
@@ -172,7 +169,6 @@ async fn every_event_file_ends_as_its_manifest_says() {
             ));
         }
         problems.extend(rows_that_differ_from_their_message(&name, &db, &records).await);
-        db.drop_database().await;
     }
     assert!(problems.is_empty(), "\n{}", problems.join("\n"));
 }

@@ -1,9 +1,6 @@
 //! End to end through a real SQS API, without Docker: LocalStack's SQS (started by `make test`),
 //! `login-etl-esm` as the event source mapping, the real function under `cargo lambda watch`, and
 //! a real PostgreSQL. Each test has its own queues, database and function.
-#![cfg(feature = "esm")]
-
-mod common;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -12,9 +9,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::emulator::{log_file, Emulator};
-use common::localstack::{self, TestQueue};
-use common::*;
+use crate::common::emulator::{log_file, Emulator};
+use crate::common::localstack::{self, TestQueue};
+use crate::common::*;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
@@ -267,7 +264,6 @@ async fn the_sample_stream_ends_as_99_rows_one_dead_letter_and_an_empty_queue() 
         assert_eq!(row.get::<_, String>(1), expected_mask(&ip.to_string()));
         assert_eq!(row.get::<_, String>(2), expected_mask(device_id));
     }
-    db.drop_database().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -294,7 +290,6 @@ async fn the_same_body_sent_twice_is_two_logins() {
         .unwrap()
         .get(0);
     assert_eq!(distinct_masks, 1);
-    db.drop_database().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -322,7 +317,6 @@ async fn a_message_redelivered_while_its_batch_gathers_is_stored_once() {
     );
     assert_eq!(db.stored_message_ids().await, sorted(ids));
     assert_eq!(queue.depth().await, (0, 0, 0));
-    db.drop_database().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -369,7 +363,6 @@ async fn every_valid_message_lands_once_when_postgres_drops_out_mid_stream() {
     sent.extend(during);
     assert_eq!(db.stored_message_ids().await, sorted(sent));
     assert_eq!(queue.dead_letters().await, [(bad, NOT_A_LOGIN.to_owned())]);
-    db.drop_database().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -474,7 +467,6 @@ async fn a_fifo_queue_keeps_each_group_in_order_and_stops_a_group_at_its_first_f
             assert!(kept <= b3, "batch {k} stored past B3: {batch:?} {outcome}");
         }
     }
-    db.drop_database().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -504,5 +496,4 @@ async fn ctrl_c_while_a_batch_gathers_gives_its_messages_back_at_once() {
     })
     .await;
     assert_eq!(db.count().await, 0, "nothing was sent to the function");
-    db.drop_database().await;
 }

@@ -1,17 +1,14 @@
 //! The function's job against a real PostgreSQL: rows, failure IDs, idempotency, schema upgrade,
 //! and a database that goes away.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use login_etl::handler::HandlerError;
 use login_etl::store::{Store, StoreError, StoreOptions, MIGRATIONS};
 use serde_json::json;
 
 #[tokio::test]
 async fn a_clean_batch_becomes_masked_rows() {
-    let db = TestDb::new().await;
-    let processor = db.processor().await;
+    let (db, processor) = TestDb::with_processor().await;
     let records = vec![
         sqs_record("m-1", GOOD_BODY),
         sqs_record("m-2", &body_with("locale", Some(json!(null)))),
@@ -93,13 +90,11 @@ async fn a_clean_batch_becomes_masked_rows() {
         rows[0].get::<_, &str>("masked_device_id"),
         rows[1].get::<_, &str>("masked_device_id")
     );
-    db.drop_database().await;
 }
 
 #[tokio::test]
 async fn bad_records_are_reported_and_the_rest_of_the_batch_is_stored() {
-    let db = TestDb::new().await;
-    let processor = db.processor().await;
+    let (db, processor) = TestDb::with_processor().await;
     let bad: Vec<(&str, String)> = vec![
         ("not-json", "this is not json".into()),
         ("empty-body", "".into()),
@@ -140,13 +135,11 @@ async fn bad_records_are_reported_and_the_rest_of_the_batch_is_stored() {
         );
     }
     expected.sort();
-    db.drop_database().await;
 }
 
 #[tokio::test]
 async fn a_redelivered_batch_adds_no_rows_and_reports_success() {
-    let db = TestDb::new().await;
-    let processor = db.processor().await;
+    let (db, processor) = TestDb::with_processor().await;
     let records: Vec<_> = (0..20)
         .map(|i| sqs_record(&format!("m-{i:02}"), GOOD_BODY))
         .collect();
@@ -163,20 +156,17 @@ async fn a_redelivered_batch_adds_no_rows_and_reports_success() {
     let third = processor.process(&mixed, in_seconds(10)).await.unwrap();
     assert_eq!((third.stored, third.duplicates), (10, 11));
     assert_eq!(db.count().await, 30);
-    db.drop_database().await;
 }
 
 #[tokio::test]
 async fn duplicate_sends_of_the_same_body_are_separate_logins() {
-    let db = TestDb::new().await;
-    let processor = db.processor().await;
+    let (db, processor) = TestDb::with_processor().await;
     let records = vec![
         sqs_record("send-1", GOOD_BODY),
         sqs_record("send-2", GOOD_BODY),
     ];
     processor.process(&records, in_seconds(10)).await.unwrap();
     assert_eq!(db.count().await, 2);
-    db.drop_database().await;
 }
 
 #[tokio::test]
@@ -246,7 +236,6 @@ async fn the_take_home_table_is_upgraded_in_place() {
         .unwrap()
         .get(0);
     assert_eq!(readable, "2.3.0");
-    db.drop_database().await;
 }
 
 #[tokio::test]
@@ -262,7 +251,6 @@ async fn auto_migrate_creates_the_schema() {
             .await
             .unwrap();
     }
-    db.drop_database().await;
 }
 
 #[tokio::test]
@@ -297,7 +285,6 @@ async fn rows_the_database_refuses_are_isolated_and_reported() {
     );
     assert_eq!(outcome.stored, 38);
     assert_eq!(db.count().await, 38);
-    db.drop_database().await;
 }
 
 #[tokio::test]
@@ -321,7 +308,6 @@ async fn fifo_batches_stop_at_the_first_row_the_database_refuses() {
         db.stored_message_ids().await,
         ["m-0", "m-1", "m-2", "m-3", "m-4"]
     );
-    db.drop_database().await;
 }
 
 #[tokio::test]
@@ -368,13 +354,11 @@ async fn a_database_that_goes_away_fails_the_batch_and_recovers_without_a_restar
         .unwrap();
     assert_eq!((outcome.stored, outcome.failures.len()), (5, 0));
     assert_eq!(db.count().await, 10);
-    db.drop_database().await;
 }
 
 #[tokio::test]
 async fn a_connection_killed_between_invocations_is_reopened() {
-    let db = TestDb::new().await;
-    let processor = db.processor().await;
+    let (db, processor) = TestDb::with_processor().await;
     processor
         .process(&[sqs_record("a", GOOD_BODY)], in_seconds(10))
         .await
@@ -394,5 +378,4 @@ async fn a_connection_killed_between_invocations_is_reopened() {
         .unwrap();
     assert_eq!(outcome.stored, 1);
     assert_eq!(db.stored_message_ids().await, ["a", "b"]);
-    db.drop_database().await;
 }

@@ -2,10 +2,8 @@
 //! every promise of the INSERT path: the same rows, idempotency on messageId with new rows told
 //! from redeliveries, isolation of rows the database refuses, FIFO order.
 
-mod common;
-
+use crate::common::*;
 use aws_lambda_events::event::sqs::SqsMessage;
-use common::*;
 use login_etl::batch::{plan_batch, BatchError};
 use login_etl::handler::HandlerError;
 use login_etl::mask::Masker;
@@ -17,8 +15,7 @@ const LARGE: usize = 250;
 
 #[tokio::test]
 async fn a_large_batch_stores_the_same_rows_as_a_small_one() {
-    let db = TestDb::new().await;
-    let processor = db.processor().await;
+    let (db, processor) = TestDb::with_processor().await;
     let small = processor
         .process(&[sqs_record("small", GOOD_BODY)], in_seconds(10))
         .await
@@ -51,7 +48,6 @@ async fn a_large_batch_stores_the_same_rows_as_a_small_one() {
         .get(0);
     assert_eq!(masked_ip, expected_mask("199.172.111.135"));
     assert_eq!(db.count().await, 1 + LARGE as i64);
-    db.drop_database().await;
 }
 
 /// The same records as SQS redelivers them: `ApproximateReceiveCount` above 1.
@@ -66,8 +62,7 @@ fn redelivered(mut records: Vec<SqsMessage>) -> Vec<SqsMessage> {
 
 #[tokio::test]
 async fn redeliveries_in_a_large_batch_are_successes_not_rows() {
-    let db = TestDb::new().await;
-    let processor = db.processor().await;
+    let (db, processor) = TestDb::with_processor().await;
     let first = processor
         .process(&good_batch("m", 0..LARGE), in_seconds(10))
         .await
@@ -84,15 +79,13 @@ async fn redeliveries_in_a_large_batch_are_successes_not_rows() {
         (301, 200, 101)
     );
     assert_eq!(db.count().await, 450);
-    db.drop_database().await;
 }
 
 #[tokio::test]
 async fn a_stored_message_marked_as_a_first_delivery_is_still_a_duplicate() {
     // The first-delivery hint spares the lookup; if it is wrong (SQS delivered a message twice
     // at once, or a hand-made event), the COPY hits the unique index and the INSERT takes over.
-    let db = TestDb::new().await;
-    let processor = db.processor().await;
+    let (db, processor) = TestDb::with_processor().await;
     processor
         .process(&good_batch("m", 0..LARGE), in_seconds(10))
         .await
@@ -104,7 +97,6 @@ async fn a_stored_message_marked_as_a_first_delivery_is_still_a_duplicate() {
     assert!(again.failures.is_empty());
     assert_eq!((again.stored, again.duplicates), (100, 150));
     assert_eq!(db.count().await, 350);
-    db.drop_database().await;
 }
 
 #[tokio::test]
@@ -125,7 +117,6 @@ async fn an_id_repeated_in_the_rows_given_to_the_store_is_stored_once() {
     assert!(report.failures.is_empty(), "{:?}", report.failures);
     assert_eq!((report.inserted, report.already_stored), (LARGE, 1));
     assert_eq!(db.count().await, LARGE as i64);
-    db.drop_database().await;
 }
 
 #[tokio::test]
@@ -147,7 +138,6 @@ async fn rows_refused_in_a_large_batch_are_isolated() {
     );
     assert_eq!(outcome.stored, LARGE - 2);
     assert_eq!(db.count().await, (LARGE - 2) as i64);
-    db.drop_database().await;
 }
 
 #[tokio::test]
@@ -172,15 +162,13 @@ async fn a_large_fifo_batch_stops_at_the_first_refused_row() {
     let stored = db.stored_message_ids().await;
     assert_eq!(stored.len(), 200);
     assert_eq!(stored.last().map(String::as_str), Some("m-00199"));
-    db.drop_database().await;
 }
 
 #[tokio::test]
 async fn a_large_batch_with_a_record_without_message_id_stores_nothing() {
     // Rows stream to the database while the batch is planned; a record that fails the whole
     // batch must still be found before any row is written, however late it comes.
-    let db = TestDb::new().await;
-    let processor = db.processor().await;
+    let (db, processor) = TestDb::with_processor().await;
     let mut records = good_batch("m", 0..LARGE);
     records[LARGE - 1].message_id = None;
     let error = processor
@@ -195,15 +183,13 @@ async fn a_large_batch_with_a_record_without_message_id_stores_nothing() {
         "{error:?}"
     );
     assert_eq!(db.count().await, 0);
-    db.drop_database().await;
 }
 
 #[tokio::test]
 async fn a_large_fifo_batch_stops_at_the_first_invalid_message() {
     // The plan holds back everything after an invalid message while earlier rows already
     // stream to the database: only the rows before it may be stored.
-    let db = TestDb::new().await;
-    let processor = db.processor().await;
+    let (db, processor) = TestDb::with_processor().await;
     let records: Vec<_> = (0..LARGE)
         .map(|i| {
             let id = format!("m-{i:05}");
@@ -221,5 +207,4 @@ async fn a_large_fifo_batch_stops_at_the_first_invalid_message() {
     let stored = db.stored_message_ids().await;
     assert_eq!(stored.len(), 150);
     assert_eq!(stored.last().map(String::as_str), Some("m-00149"));
-    db.drop_database().await;
 }
