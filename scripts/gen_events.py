@@ -4,7 +4,7 @@
 Each file is an SqsEvent exactly as the event source mapping hands it to the function, so
 `cargo lambda invoke login-etl --data-file events/<file>` sends what Lambda would. The script is
 deterministic (a fixed seed, no clock), so running it again writes byte-identical files; the test
-`tests/events.rs` checks both that the checked-in files are what this script writes and that the
+`tests/it/events.rs` checks both that the checked-in files are what this script writes and that the
 function gives each file the outcome recorded in the manifest.
 
     python3 scripts/gen_events.py              # rewrite events/
@@ -258,7 +258,7 @@ def write(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     manifest = {
         "about": "Written by scripts/gen_events.py: the outcome of each file when it is the first "
-        "batch a fresh user_logins table sees. tests/events.rs checks every file against it.",
+        "batch a fresh user_logins table sees. tests/it/events.rs checks every file against it.",
         "files": {},
     }
     for batch in generate():
