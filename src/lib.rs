@@ -6,8 +6,6 @@
 
 pub mod batch;
 pub mod config;
-#[cfg(feature = "esm")]
-pub mod esm;
 pub mod handler;
 pub mod logging;
 pub mod login;

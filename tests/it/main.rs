@@ -13,6 +13,6 @@ mod lambda_emulator;
 mod properties;
 mod recovery;
 mod reliability;
-#[cfg(feature = "esm")]
 mod sqs_e2e;
+mod tidy;
 mod tls;

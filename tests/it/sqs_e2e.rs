@@ -59,6 +59,24 @@ async fn function_on(database_url: &str) -> Emulator {
     emulator
 }
 
+/// The `login-etl-esm` binary of the workspace member `crates/login-etl-esm`, beside this test
+/// binary's folder (`target/debug/deps/..`); cargo builds another package's binaries only when
+/// asked, which `make test` does.
+fn esm_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let binary = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .unwrap()
+        .join("login-etl-esm");
+    assert!(
+        binary.exists(),
+        "{} is missing: build it with `cargo build -p login-etl-esm` (make test does)",
+        binary.display()
+    );
+    binary
+}
+
 /// `login-etl-esm` as a child process; its log lines are kept (and copied to LOGIN_ETL_LOG_DIR
 /// for the PII scan). Killed when dropped.
 struct Esm {
@@ -68,7 +86,7 @@ struct Esm {
 
 impl Esm {
     fn start(queue: &TestQueue, function: &Emulator, args: &[&str], rust_log: &str) -> Esm {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_login-etl-esm"))
+        let mut child = Command::new(esm_binary())
             .args(["--queue-url", &queue.url, "--function-url", &function.url()])
             .args(["--endpoint-url", &localstack::endpoint()])
             .args(args)

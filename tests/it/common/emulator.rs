@@ -115,7 +115,6 @@ impl Emulator {
     }
 
     /// The base URL of its Lambda Invoke API (for the event source mapping).
-    #[cfg(feature = "esm")]
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
@@ -133,7 +132,6 @@ impl Drop for Emulator {
 
 /// A file in LOGIN_ETL_LOG_DIR named after `name` and this process, or `None` without the
 /// variable.
-#[cfg(feature = "esm")]
 pub fn log_file(name: &str) -> Option<std::fs::File> {
     let path = log_path(&log_dir()?, name);
     Some(

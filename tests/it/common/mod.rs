@@ -2,7 +2,6 @@
 //! delivers them, an independent HMAC, and a TCP proxy that can cut the database off.
 
 pub mod emulator;
-#[cfg(feature = "esm")]
 pub mod localstack;
 
 use std::sync::atomic::{AtomicUsize, Ordering};

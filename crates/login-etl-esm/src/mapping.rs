@@ -11,13 +11,13 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::batcher::{gather, Gathered};
-use super::event::{payload, Received};
-use super::invoke::{Invoker, Signer};
-use super::options::{Options, Settings};
-use super::queue::Queue;
-use super::response::{interpret, Verdict};
-use super::stop::Stop;
+use crate::batcher::{gather, Gathered};
+use crate::event::{payload, Received};
+use crate::invoke::{Invoker, Signer};
+use crate::options::{Options, Settings};
+use crate::queue::Queue;
+use crate::response::{interpret, Verdict};
+use crate::stop::Stop;
 
 /// Region for the SDK where neither the flag nor the environment names one.
 const DEFAULT_REGION: &str = "us-east-1";

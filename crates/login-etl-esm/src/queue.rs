@@ -10,8 +10,8 @@ use aws_sdk_sqs::types::{
 };
 use aws_sdk_sqs::Client;
 
-use super::event::QueueIdentity;
-use super::options::SQS_MAX_MESSAGES_PER_CALL as SQS_BATCH_LIMIT;
+use crate::event::QueueIdentity;
+use crate::options::SQS_MAX_MESSAGES_PER_CALL as SQS_BATCH_LIMIT;
 
 /// An SQS call failed; the text carries the SDK's whole error chain.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvid
 use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
 use aws_sigv4::sign::v4;
 
-use super::response::{InvocationFailure, Reply};
+use crate::response::{InvocationFailure, Reply};
 
 /// Signs requests for the `lambda` service in one region.
 #[derive(Debug, Clone)]

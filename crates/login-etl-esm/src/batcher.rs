@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::event::{payload_size, record, Received};
-use super::options::{
+use crate::event::{payload_size, record, Received};
+use crate::options::{
     Settings, MAX_PAYLOAD_BYTES, SQS_MAX_MESSAGES_PER_CALL as MAX_PER_RECEIVE,
     SQS_MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES, SQS_MAX_WAIT_SECS as MAX_WAIT_SECS,
 };
-use super::queue::{Queue, QueueError};
-use super::stop::Stop;
+use crate::queue::{Queue, QueueError};
+use crate::stop::Stop;
 
 /// Pause between short polls at the end of a window, so an empty queue is not hammered.
 const SHORT_POLL_PAUSE: Duration = Duration::from_millis(100);

@@ -1,11 +1,11 @@
-//! `login-etl-esm`: the SQS event source mapping, locally (see `login_etl::esm` and docs/ESM.md).
+//! `login-etl-esm`: the SQS event source mapping, locally (see the library `login_etl_esm` and docs/ESM.md).
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use login_etl::esm::mapping::Mapping;
-use login_etl::esm::options::Options;
-use login_etl::esm::stop::Stop;
+use login_etl_esm::mapping::Mapping;
+use login_etl_esm::options::Options;
+use login_etl_esm::stop::Stop;
 
 #[tokio::main]
 async fn main() -> ExitCode {
