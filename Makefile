@@ -1,5 +1,5 @@
-# The two commands of the README, and a few more for day-to-day work.
-.PHONY: demo demo-sqs test bench lint build
+# The README's commands (make demo, make test, make demo-sqs), and a few more for day-to-day work.
+.PHONY: demo demo-sqs test bench lint build sam-tools
 
 demo:  ## run the main job: throw-away Postgres, the function under cargo lambda watch, sample events
 	bash scripts/demo.sh
@@ -15,7 +15,10 @@ bench:  ## the benchmarks of BENCHMARKS.md on a durable throw-away Postgres (a f
 
 lint:
 	cargo fmt --all -- --check
-	cargo clippy --all-targets --all-features -- -D warnings
+	cargo clippy --workspace --all-targets -- -D warnings
+
+sam-tools:  ## what the README's SAM deploy runs: the AWS SAM CLI (with cfn-lint) in .venv-sam, cargo-lambda in .venv
+	bash -euo pipefail -c 'source scripts/lib.sh; ensure_sam_tools; ensure_cargo_lambda'
 
 build:  ## the deployable zip for arm64: target/lambda/login-etl/bootstrap.zip (a few minutes the first time)
 	rustup target add aarch64-unknown-linux-gnu

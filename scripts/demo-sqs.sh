@@ -26,7 +26,7 @@ ensure_localstack
 unset DATABASE_URL SQS_ENDPOINT_URL
 ensure_postgres
 cargo build --bin login-etl
-cargo build --features esm --bin login-etl-esm
+cargo build -p login-etl-esm
 ESM="${CARGO_TARGET_DIR:-target}/debug/login-etl-esm"
 
 STATE="$(mktemp -d "${TMPDIR:-/tmp}/login-etl-demo-sqs.XXXXXX")"

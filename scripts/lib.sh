@@ -185,6 +185,8 @@ show_sample_rows() {
   local shown="$1" limit=""
   [ "$shown" = all ] || limit="LIMIT $shown"
   step "user_logins_readable, a sample: app_version decoded, masks cut to 10 of their 64 hex digits"
+  echo "A user on several rows is a returning user: each row is a separate login message (its own"
+  echo "messageId), not a redelivery."
   psql -X -q "$DATABASE_URL" -P pager=off -P null='(null)' -c "
     SELECT left(user_id, 8) || '…' AS user_id, device_type,
            left(masked_ip, 10) || '…' AS masked_ip,

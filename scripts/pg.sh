@@ -63,6 +63,9 @@ start)
   fi
   launched=0
   trap abandon_start EXIT
+  # On Ctrl-C, stop at once: no log of the step it interrupted.
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
   if [ "$(id -u)" = 0 ]; then
     id postgres >/dev/null 2>&1 || useradd --system --home-dir /var/lib/postgresql postgres
     chown postgres "$dir"

@@ -16,7 +16,7 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 
-/// The target prefix of this crate's own events (the library and its binaries).
+/// The target of this crate's own events (the library and its binaries).
 const OWN_TARGET: &str = "login_etl";
 
 /// The most verbose level any other crate may log at.
@@ -28,20 +28,30 @@ pub fn filter<S>(level_setting: Option<&str>) -> impl Filter<S> + Send + Sync + 
 where
     S: tracing::Subscriber + for<'a> LookupSpan<'a>,
 {
+    filter_for(OWN_TARGET, level_setting)
+}
+
+/// `filter` for a program whose own events have the target `own` (another crate of this
+/// workspace, whose events carry no values either).
+pub fn filter_for<S>(
+    own: &'static str,
+    level_setting: Option<&str>,
+) -> impl Filter<S> + Send + Sync + 'static
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+{
     let setting = EnvFilter::builder()
         .with_default_directive(LevelFilter::INFO.into())
         .parse_lossy(level_setting.unwrap_or("info"));
-    setting.and(filter_fn(may_carry_no_payload))
+    // Own events carry no values at any level; another crate's only down to INFO.
+    setting.and(filter_fn(move |metadata: &Metadata<'_>| {
+        is_of(own, metadata.target()) || *metadata.level() <= OTHER_CRATES_AT_MOST
+    }))
 }
 
-/// This crate's events carry no values at any level; another crate's only down to INFO.
-fn may_carry_no_payload(metadata: &Metadata<'_>) -> bool {
-    is_own(metadata.target()) || *metadata.level() <= OTHER_CRATES_AT_MOST
-}
-
-fn is_own(target: &str) -> bool {
+fn is_of(own: &str, target: &str) -> bool {
     target
-        .strip_prefix(OWN_TARGET)
+        .strip_prefix(own)
         .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
 }
 

@@ -198,7 +198,7 @@ impl<'a> RawLogin<'a> {
             .parse::<IpAddr>()
             .map_err(|_| Rejection::BadIp)?
             // `::ffff:1.2.3.4` is the IPv4 address 1.2.3.4 as an IPv6 socket reports it: the same
-            // address, so the same mask (DESIGN.md).
+            // address, so the same mask (README.md, "What it does with a message").
             .to_canonical();
         let device_id = required_text("device_id", self.device_id, DEVICE_ID_MAX_CHARS)?;
         let locale = optional_text("locale", self.locale, LOCALE_MAX_CHARS)?;

@@ -1,8 +1,9 @@
 //! A realistic, reproducible stream of SQS login events for the benchmarks.
 //!
-//! The mix follows what DESIGN.md says about real traffic: `locale` often null, `app_version` in
-//! every spelling producers use, mostly IPv4 with some IPv6, about 1% of messages that are not
-//! valid login events, and about 0.5% redeliveries (a messageId sent again, with its body).
+//! The mix follows the traffic README.md describes ("What it does with a message", "Sample
+//! events"): `locale` often null, `app_version` in every spelling producers use, mostly IPv4 with
+//! some IPv6, about 1% of messages that are not valid login events, and about 0.5% redeliveries
+//! (a messageId sent again, with its body). The shares are this benchmark's choice.
 //! A fixed seed makes every run see the same events.
 #![allow(dead_code)] // each benchmark uses a different part of this module
 

@@ -410,7 +410,7 @@ async fn a_fifo_queue_keeps_each_group_in_order_and_stops_a_group_at_its_first_f
         .collect();
 
     // DEBUG adds each batch's messageIds, in the order of the event.
-    let mut esm = Esm::start(&queue, &function, &["--drain"], "info,login_etl=debug");
+    let mut esm = Esm::start(&queue, &function, &["--drain"], "info,login_etl_esm=debug");
     esm.drained().await;
 
     // Group A went through; group B stopped at B3: B4 and B5 were never written ahead of it,

@@ -42,6 +42,9 @@ fn init_logging() {
         .with_ansi(false)
         .with_writer(std::io::stderr);
     tracing_subscriber::registry()
-        .with(format.with_filter(login_etl::logging::filter(level.as_deref())))
+        .with(format.with_filter(login_etl::logging::filter_for(
+            "login_etl_esm",
+            level.as_deref(),
+        )))
         .init();
 }
