@@ -24,6 +24,20 @@ async fn processor_with(db: &TestDb, masker: Masker) -> Processor {
     processor_masking_with(db.config(), masker).await
 }
 
+/// A database with one login stored with the vault on, under the recovery key `r1` of 0x42s.
+async fn one_login_sealed_with_0x42() -> TestDb {
+    let db = TestDb::new().await;
+    let masker = Masker::new(KEY.as_bytes())
+        .unwrap()
+        .with_recovery(recovery_key("r1", 0x42));
+    processor_with(&db, masker)
+        .await
+        .process(&[sqs_record("a", GOOD_BODY)], in_seconds(10))
+        .await
+        .unwrap();
+    db
+}
+
 fn login(ip: &str, device_id: &str) -> String {
     let mut body: serde_json::Value = serde_json::from_str(GOOD_BODY).unwrap();
     body["ip"] = json!(ip);
@@ -101,15 +115,7 @@ async fn masked_values_round_trip_through_the_vault() {
 
 #[tokio::test]
 async fn a_wrong_recovery_key_fails_authentication() {
-    let db = TestDb::new().await;
-    let masker = Masker::new(KEY.as_bytes())
-        .unwrap()
-        .with_recovery(recovery_key("r1", 0x42));
-    processor_with(&db, masker)
-        .await
-        .process(&[sqs_record("a", GOOD_BODY)], in_seconds(10))
-        .await
-        .unwrap();
+    let db = one_login_sealed_with_0x42().await;
     let masked = vec![masks_of(&db).await[0].0.clone(), "not-a-mask".to_string()];
     let client = db.client().await;
 
@@ -239,15 +245,7 @@ fn pii_tool(db: &TestDb, env: &[(&str, &str)], args: &[&str]) -> (bool, String, 
 
 #[tokio::test]
 async fn the_command_line_tool_recovers_and_refuses_clearly() {
-    let db = TestDb::new().await;
-    let masker = Masker::new(KEY.as_bytes())
-        .unwrap()
-        .with_recovery(recovery_key("r1", 0x42));
-    processor_with(&db, masker)
-        .await
-        .process(&[sqs_record("a", GOOD_BODY)], in_seconds(10))
-        .await
-        .unwrap();
+    let db = one_login_sealed_with_0x42().await;
     let (masked_ip, masked_device, _) = masks_of(&db).await.remove(0);
     let right = hex_of(0x42);
 

@@ -116,11 +116,7 @@ async fn a_first_large_batch_past_the_deadline_is_reported_like_any_other() {
 /// A DBA holds a lock on the table past the invocation deadline; `size` messages arrive.
 async fn a_lock_held_past_the_deadline(size: usize) {
     let (db, processor) = TestDb::with_processor().await;
-    let blocker = db.client().await;
-    blocker
-        .batch_execute("BEGIN; LOCK TABLE user_logins IN ACCESS EXCLUSIVE MODE")
-        .await
-        .unwrap();
+    let blocker = db.lock_the_table().await;
 
     let deadline = Instant::now() + Duration::from_millis(800);
     let outcome = processor
@@ -153,11 +149,7 @@ async fn a_lock_held_past_the_deadline(size: usize) {
 #[tokio::test]
 async fn a_statement_cancelled_by_an_administrator_is_reported_as_cancelled() {
     let (db, processor) = TestDb::with_processor().await;
-    let blocker = db.client().await;
-    blocker
-        .batch_execute("BEGIN; LOCK TABLE user_logins IN ACCESS EXCLUSIVE MODE")
-        .await
-        .unwrap();
+    let blocker = db.lock_the_table().await;
     let admin = db.client().await;
     // Once the function's insert waits for the lock, cancel it, as a DBA would.
     let cancel = async {

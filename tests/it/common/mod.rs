@@ -105,6 +105,17 @@ impl TestDb {
         rows.iter().map(|r| r.get(0)).collect()
     }
 
+    /// A client holding `LOCK TABLE user_logins IN ACCESS EXCLUSIVE MODE` in an open
+    /// transaction, as a DBA's migration might: every write waits until it commits.
+    pub async fn lock_the_table(&self) -> Client {
+        let blocker = self.client().await;
+        blocker
+            .batch_execute("BEGIN; LOCK TABLE user_logins IN ACCESS EXCLUSIVE MODE")
+            .await
+            .unwrap();
+        blocker
+    }
+
     /// A rule Rust validation does not know, as a DBA might add one: the database refuses rows
     /// of the user `banned` (SQLSTATE 23514, constraint `no_banned_users`).
     pub async fn refuse_banned_user(&self) {
