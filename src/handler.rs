@@ -9,8 +9,7 @@ use time::OffsetDateTime;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use crate::batch::LoginRow;
-use crate::batch::{BatchError, BatchOutcome, Planner};
+use crate::batch::{BatchError, BatchOutcome, LoginRow, Planner};
 use crate::mask::Masker;
 use crate::metrics::Emf;
 use crate::store::{RowSource, Store, StoreError};

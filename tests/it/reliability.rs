@@ -106,11 +106,38 @@ async fn a_statement_past_the_deadline_is_cancelled_and_reported_not_stored() {
     a_lock_held_past_the_deadline(5).await;
 }
 
-/// The COPY's statements are prepared on a connection's first large batch, and preparing them
-/// waits for the lock too: a cold instance must answer as a warm one does, message by message.
+/// A large batch goes by COPY: past the deadline it must answer as the INSERT does, message by
+/// message.
 #[tokio::test]
 async fn a_first_large_batch_past_the_deadline_is_reported_like_any_other() {
     a_lock_held_past_the_deadline(150).await;
+}
+
+/// After a deadline the connection is dropped; the next invocation reconnects, and preparing the
+/// statements waits for the lock too. A connection that could not be made ready in time is
+/// reported message by message, as a write that did not finish is, not as an outage.
+#[tokio::test]
+async fn a_reconnect_that_waits_past_the_deadline_is_reported_message_by_message() {
+    let (db, processor) = TestDb::with_processor().await;
+    let blocker = db.lock_the_table().await;
+    for round in ["late", "later"] {
+        let deadline = Instant::now() + Duration::from_millis(800);
+        let outcome = processor
+            .process(&good_batch(round, 0..5), deadline)
+            .await
+            .unwrap_or_else(|e| panic!("{round}: the whole batch failed: {e}"));
+        assert_eq!(failed_ids(&outcome).len(), 5, "{round}");
+        assert!(
+            outcome
+                .failures
+                .iter()
+                .all(|f| f.reason.contains("deadline")),
+            "{round}: {:?}",
+            outcome.failures
+        );
+    }
+    blocker.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(db.count().await, 0);
 }
 
 /// A DBA holds a lock on the table past the invocation deadline; `size` messages arrive.
