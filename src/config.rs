@@ -60,6 +60,20 @@ impl fmt::Debug for DatabaseConfig {
     }
 }
 
+/// How the store's statements reach the server (`PREPARED_STATEMENTS`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StatementMode {
+    /// Named statements, prepared once when a connection opens; large batches go by COPY. The
+    /// fastest, for a connection that is the function's alone: direct, or through a pooler in
+    /// session mode or one that tracks prepared statements.
+    #[default]
+    Prepared,
+    /// Unnamed statements, parsed with each write, and no COPY: no state outlives a write's
+    /// transaction, for PgBouncer in transaction mode and RDS Proxy (which pins sessions that
+    /// prepare statements).
+    Unnamed,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub database: DatabaseConfig,
@@ -68,6 +82,8 @@ pub struct Config {
     /// Apply the embedded migrations at start-up (local runs and tests); deployed functions
     /// normally run with a role that cannot create tables, so this is off by default.
     pub auto_migrate: bool,
+    /// `PREPARED_STATEMENTS`: true (the default) or false behind a pooler in transaction mode.
+    pub statement_mode: StatementMode,
     /// CloudWatch namespace of the per-batch EMF metrics (`METRICS_NAMESPACE`, default LoginEtl).
     pub metrics_namespace: String,
 }
@@ -111,15 +127,16 @@ impl Config {
             None => masker,
         };
         let database = DatabaseConfig::from_lookup(&lookup)?;
-        let auto_migrate = match lookup("AUTO_MIGRATE").as_deref().map(str::trim) {
-            None | Some("") | Some("false") | Some("0") => false,
-            Some("true") | Some("1") => true,
-            Some(_) => {
-                return Err(ConfigError::Invalid {
-                    variable: "AUTO_MIGRATE",
-                    why: "use true or false".into(),
-                })
-            }
+        let auto_migrate = flag(&lookup, "AUTO_MIGRATE", false, "use true or false")?;
+        let statement_mode = if flag(
+            &lookup,
+            "PREPARED_STATEMENTS",
+            true,
+            "use true, or false behind PgBouncer in transaction mode or RDS Proxy",
+        )? {
+            StatementMode::Prepared
+        } else {
+            StatementMode::Unnamed
         };
         let metrics_namespace = lookup("METRICS_NAMESPACE")
             .map(|n| n.trim().to_owned())
@@ -129,8 +146,28 @@ impl Config {
             database,
             masker,
             auto_migrate,
+            statement_mode,
             metrics_namespace,
         })
+    }
+}
+
+/// A true/false variable; unset or empty means `default`, anything but true/false/1/0 is an
+/// error that says `what_to_use`.
+fn flag(
+    lookup: &impl Fn(&str) -> Option<String>,
+    variable: &'static str,
+    default: bool,
+    what_to_use: &str,
+) -> Result<bool, ConfigError> {
+    match lookup(variable).as_deref().map(str::trim) {
+        None | Some("") => Ok(default),
+        Some("true") | Some("1") => Ok(true),
+        Some("false") | Some("0") => Ok(false),
+        Some(_) => Err(ConfigError::Invalid {
+            variable,
+            why: what_to_use.into(),
+        }),
     }
 }
 

@@ -36,6 +36,7 @@ async fn start() -> Result<Processor, lambda_runtime::Error> {
     let options = StoreOptions {
         with_vault: config.masker.recovery_key_id().is_some(),
         migrate: config.auto_migrate,
+        statement_mode: config.statement_mode,
     };
     let store = Store::connect(config.database, options, deadline).await?;
     let emf = Emf {

@@ -1,16 +1,20 @@
-//! One open connection and the statements prepared on it. A `Connection` exists only with all
-//! of its statements prepared, so after a reconnect none can be missing: there is nothing to
+//! One open connection and its statements. A `Connection` exists only with all of its statements
+//! ready and the schema checked, so after a reconnect none can be missing: there is nothing to
 //! reset, and the type, not a comment, keeps the order of connect and prepare.
 
 use std::time::Duration;
 
 use postgres_native_tls::MakeTlsConnector;
 use tokio::time::{timeout_at, Instant};
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Statement};
 
-use super::errors::{connect_detail, connect_error, describe, prepare_error};
-use super::sql::{migration_script, COPY_ROWS, INSERT_ROWS, INSERT_ROWS_AND_VAULT, STORED_IDS};
-use super::{tls, StoreError};
+use super::errors::{connect_detail, connect_error, describe, schema_error};
+use super::sql::{
+    migration_script, COPY_ROWS, INSERT_ROWS, INSERT_ROWS_AND_VAULT, INSERT_ROWS_AND_VAULT_TYPES,
+    INSERT_ROWS_TYPES, STORED_IDS,
+};
+use super::{tls, StatementMode, StoreError};
 use crate::config::DatabaseConfig;
 
 /// The longest we wait for a connection, so a dead host yields a retryable error well before
@@ -25,28 +29,67 @@ pub(super) struct Target {
     pub config: DatabaseConfig,
     pub tls: MakeTlsConnector,
     pub with_vault: bool,
+    pub statement_mode: StatementMode,
 }
 
 impl Target {
-    pub fn new(config: DatabaseConfig, with_vault: bool) -> Result<Self, StoreError> {
+    pub fn new(
+        config: DatabaseConfig,
+        with_vault: bool,
+        statement_mode: StatementMode,
+    ) -> Result<Self, StoreError> {
         Ok(Target {
             tls: tls::connector(&config)?,
             config,
             with_vault,
+            statement_mode,
         })
     }
 }
 
-/// The statements a batch write needs, by whether rows carry vault entries.
-pub(super) enum Statements {
-    /// Rows only: the INSERT for small batches, the lookup and the COPY for large ones.
-    Rows {
-        insert: Statement,
-        stored_ids: Statement,
-        copy: Statement,
+/// One statement, prepared on this connection or sent with its text each time.
+pub(super) enum Sql {
+    /// Parsed once when the connection opened (a named prepared statement).
+    Prepared(Statement),
+    /// Parsed with each execution as the unnamed statement, which lives only until the next
+    /// statement: nothing outlives the transaction, so a pooler may hand the server connection
+    /// to another client after it.
+    Unnamed {
+        text: &'static str,
+        types: &'static [Type],
     },
-    /// Rows and vault entries: one INSERT whatever the size (the vault needs its CTE).
-    RowsAndVault { insert: Statement },
+}
+
+impl Sql {
+    pub async fn execute(
+        &self,
+        client: &Client,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, tokio_postgres::Error> {
+        match self {
+            Sql::Prepared(statement) => client.execute(statement, params).await,
+            Sql::Unnamed { text, types } => {
+                let typed: Vec<(&(dyn ToSql + Sync), Type)> =
+                    params.iter().copied().zip(types.iter().cloned()).collect();
+                client.execute_typed(text, &typed).await
+            }
+        }
+    }
+}
+
+/// The statements a batch write needs.
+pub(super) struct Statements {
+    /// The batch INSERT; with the vault, its entries go in the same statement.
+    pub insert: Sql,
+    pub with_vault: bool,
+    /// The lookup and the COPY for large batches. Only with prepared statements (tokio-postgres
+    /// runs a COPY only as a named statement) and without the vault (which needs the INSERT's CTE).
+    pub bulk: Option<Bulk>,
+}
+
+pub(super) struct Bulk {
+    pub stored_ids: Statement,
+    pub copy: Statement,
 }
 
 pub(super) struct Connection {
@@ -55,9 +98,11 @@ pub(super) struct Connection {
 }
 
 impl Connection {
-    /// Connects and prepares every statement; `migrate` applies the migrations in between.
-    /// Preparing is the schema check: it fails when a table, a column or the unique index on
-    /// message_id is missing. The statements go out together: one round trip.
+    /// Connects, applies the migrations if `migrate`, prepares the statements (with
+    /// `StatementMode::Prepared`), and checks the schema with a write of no rows, rolled back:
+    /// it fails when a table, a column, the unique index on message_id or the deadline function
+    /// is missing, or the role may not write. The prepares go out together, and so does the
+    /// check: one round trip each.
     pub async fn open(
         target: &Target,
         migrate: bool,
@@ -80,33 +125,19 @@ impl Connection {
                 Ok(Ok(())) => {}
             }
         }
-        let preparing = async {
-            if target.with_vault {
-                let insert = client.prepare(INSERT_ROWS_AND_VAULT).await?;
-                Ok(Statements::RowsAndVault { insert })
-            } else {
-                let (insert, stored_ids, copy) = tokio::join!(
-                    client.prepare(INSERT_ROWS),
-                    client.prepare(STORED_IDS),
-                    client.prepare(COPY_ROWS)
-                );
-                Ok(Statements::Rows {
-                    insert: insert?,
-                    stored_ids: stored_ids?,
-                    copy: copy?,
-                })
-            }
+        let checking = async {
+            let statements = statements_for(&client, target).await?;
+            let connection = Connection { client, statements };
+            connection.write_nothing(deadline).await?;
+            Ok(connection)
         };
-        let statements = match timeout_at(deadline, preparing).await {
-            Err(_) => {
-                return Err(StoreError::Unavailable(
-                    "prepare did not finish before the deadline".into(),
-                ))
-            }
-            Ok(Err(e)) => return Err(prepare_error(&e)),
-            Ok(Ok(statements)) => statements,
-        };
-        Ok(Connection { client, statements })
+        match timeout_at(deadline, checking).await {
+            Err(_) => Err(StoreError::Unavailable(
+                "the schema check did not finish before the deadline".into(),
+            )),
+            Ok(Err(e)) => Err(schema_error(&e)),
+            Ok(Ok(connection)) => Ok(connection),
+        }
     }
 
     /// Asks PostgreSQL to stop whatever this connection runs, bounded so it fits in the margin
@@ -139,10 +170,54 @@ async fn open_client(target: &Target, deadline: Instant) -> Result<Client, Store
     Ok(client)
 }
 
+/// The statements for `target`'s mode, prepared now if that is the mode.
+async fn statements_for(
+    client: &Client,
+    target: &Target,
+) -> Result<Statements, tokio_postgres::Error> {
+    let (text, types) = if target.with_vault {
+        (INSERT_ROWS_AND_VAULT, INSERT_ROWS_AND_VAULT_TYPES)
+    } else {
+        (INSERT_ROWS, INSERT_ROWS_TYPES)
+    };
+    let with_vault = target.with_vault;
+    match target.statement_mode {
+        StatementMode::Unnamed => Ok(Statements {
+            insert: Sql::Unnamed { text, types },
+            with_vault,
+            bulk: None,
+        }),
+        StatementMode::Prepared if with_vault => Ok(Statements {
+            insert: Sql::Prepared(client.prepare(text).await?),
+            with_vault,
+            bulk: None,
+        }),
+        StatementMode::Prepared => {
+            let (insert, stored_ids, copy) = tokio::join!(
+                client.prepare(text),
+                client.prepare(STORED_IDS),
+                client.prepare(COPY_ROWS)
+            );
+            Ok(Statements {
+                insert: Sql::Prepared(insert?),
+                with_vault,
+                bulk: Some(Bulk {
+                    stored_ids: stored_ids?,
+                    copy: copy?,
+                }),
+            })
+        }
+    }
+}
+
 /// A plain client with the function's connection and TLS handling, for the command-line tools.
 pub async fn connect_client(
     config: DatabaseConfig,
     deadline: Instant,
 ) -> Result<Client, StoreError> {
-    open_client(&Target::new(config, false)?, deadline).await
+    open_client(
+        &Target::new(config, false, StatementMode::default())?,
+        deadline,
+    )
+    .await
 }

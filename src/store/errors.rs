@@ -66,6 +66,10 @@ pub(super) fn classify(error: &tokio_postgres::Error) -> ErrorKind {
     }
 }
 
+/// What a misconfigured pooler makes of named prepared statements: a server connection that
+/// another client prepared on (42P05), or one that is not where this client prepared (26000).
+const POOLER_HINT: &str = "a connection pooler in transaction mode (PgBouncer, RDS Proxy) is sharing server connections between clients; set PREPARED_STATEMENTS=false";
+
 /// A database error by SQLSTATE, column and constraint, never by its message.
 pub(super) fn describe(error: &tokio_postgres::Error) -> String {
     match error.as_db_error() {
@@ -77,6 +81,14 @@ pub(super) fn describe(error: &tokio_postgres::Error) -> String {
             if let Some(constraint) = db.constraint() {
                 text.push_str(&format!(", constraint {constraint}"));
             }
+            if [
+                SqlState::DUPLICATE_PSTATEMENT,
+                SqlState::INVALID_SQL_STATEMENT_NAME,
+            ]
+            .contains(db.code())
+            {
+                text.push_str(&format!(": {POOLER_HINT}"));
+            }
             text
         }
         None if error.is_closed() => "connection closed".into(),
@@ -85,9 +97,9 @@ pub(super) fn describe(error: &tokio_postgres::Error) -> String {
     }
 }
 
-/// A statement that could not be prepared: usually the schema is missing or the role may not
-/// write, which an operator must fix; preparing is the schema check.
-pub(super) fn prepare_error(error: &tokio_postgres::Error) -> StoreError {
+/// A failed schema check (prepare, or the write of no rows): usually the schema is missing or
+/// the role may not write, which an operator must fix.
+pub(super) fn schema_error(error: &tokio_postgres::Error) -> StoreError {
     const HINT: &str = "apply migrations/*.sql in order (psql -f), or start the function once with AUTO_MIGRATE=true";
     let missing = [
         SqlState::UNDEFINED_TABLE,
@@ -97,6 +109,10 @@ pub(super) fn prepare_error(error: &tokio_postgres::Error) -> StoreError {
     match error.code() {
         Some(code) if missing.contains(code) => StoreError::Schema(format!(
             "table user_logins is missing, or lacks message_id and its unique index ({}): {HINT}",
+            describe(error)
+        )),
+        Some(code) if code == &SqlState::UNDEFINED_FUNCTION => StoreError::Schema(format!(
+            "function login_etl_write_deadline is missing ({}): apply migrations/004_write_deadline.sql, or start the function once with AUTO_MIGRATE=true",
             describe(error)
         )),
         Some(code) if code == &SqlState::INSUFFICIENT_PRIVILEGE => StoreError::Schema(format!(

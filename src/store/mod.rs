@@ -1,8 +1,10 @@
 //! PostgreSQL: the function's one connection, the batch write, and what went wrong.
 //!
-//! - `connection`: connect (TLS from `tls`), migrate, and the statements a connection owns;
+//! - `connection`: connect (TLS from `tls`), migrate, the statements a connection owns, and the
+//!   schema check;
 //! - `sql`: the SQL text and the migrations;
-//! - `write`: one attempt at writing rows (one INSERT, or COPY for a large batch);
+//! - `write`: one attempt at writing rows (one INSERT, or COPY for a large batch) in a
+//!   transaction with the server-side deadline;
 //! - `errors`: how a database error affects the batch, described without values;
 //! - here: `Store`, which reconnects, splits a batch around refused rows, retries contention,
 //!   and keeps to the deadline.
@@ -20,6 +22,7 @@ use tokio::time::Instant;
 
 use crate::batch::{Failure, KeyIds, LoginRow, FIFO_STOPPED};
 use crate::config::DatabaseConfig;
+pub use crate::config::StatementMode;
 pub use connection::connect_client;
 use connection::{Connection, Target};
 pub use errors::StoreError;
@@ -60,6 +63,8 @@ pub struct StoreOptions {
     pub with_vault: bool,
     /// Apply the embedded migrations before preparing (AUTO_MIGRATE).
     pub migrate: bool,
+    /// Named statements prepared once per connection, or unnamed ones (PREPARED_STATEMENTS).
+    pub statement_mode: StatementMode,
 }
 
 /// The function's database: one connection per execution environment, reopened when it breaks.
@@ -85,7 +90,7 @@ impl Store {
         options: StoreOptions,
         deadline: Instant,
     ) -> Result<Self, StoreError> {
-        let target = Target::new(config, options.with_vault)?;
+        let target = Target::new(config, options.with_vault, options.statement_mode)?;
         let connection = Connection::open(&target, options.migrate, deadline).await?;
         Ok(Store {
             target,

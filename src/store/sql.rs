@@ -7,6 +7,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/001_user_logins.sql"),
     include_str!("../../migrations/002_app_version_text.sql"),
     include_str!("../../migrations/003_pii_vault.sql"),
+    include_str!("../../migrations/004_write_deadline.sql"),
 ];
 
 /// The migrations as one transaction, under an advisory lock so that concurrent cold starts do
@@ -19,6 +20,12 @@ pub(super) fn migration_script() -> String {
     }
     script.push_str("COMMIT;");
     script
+}
+
+/// Opens a write's transaction and sets the server's deadline for it (migration 004): the
+/// statements after it in the transaction are aborted once `milliseconds` have passed.
+pub(super) fn begin_with_deadline(milliseconds: u128) -> String {
+    format!("BEGIN; SELECT login_etl_write_deadline({milliseconds})")
 }
 
 /// The row insert, shared by both statements below (a macro, so `concat!` can join literals).
@@ -66,6 +73,35 @@ pub const INSERT_ROWS_AND_VAULT: &str = concat!(
 ",
     insert_rows!()
 );
+
+/// The parameter types of `INSERT_ROWS`, for sending it unnamed (`execute_typed`).
+pub const INSERT_ROWS_TYPES: &[Type] = &[
+    Type::VARCHAR_ARRAY,
+    Type::VARCHAR_ARRAY,
+    Type::VARCHAR_ARRAY,
+    Type::VARCHAR_ARRAY,
+    Type::VARCHAR_ARRAY,
+    Type::VARCHAR_ARRAY,
+    Type::INT4_ARRAY,
+    Type::DATE_ARRAY,
+    Type::VARCHAR,
+];
+
+/// The parameter types of `INSERT_ROWS_AND_VAULT`: those of `INSERT_ROWS`, then the vault's.
+pub const INSERT_ROWS_AND_VAULT_TYPES: &[Type] = &[
+    Type::VARCHAR_ARRAY,
+    Type::VARCHAR_ARRAY,
+    Type::VARCHAR_ARRAY,
+    Type::VARCHAR_ARRAY,
+    Type::VARCHAR_ARRAY,
+    Type::VARCHAR_ARRAY,
+    Type::INT4_ARRAY,
+    Type::DATE_ARRAY,
+    Type::VARCHAR,
+    Type::BYTEA_ARRAY,
+    Type::BYTEA_ARRAY,
+    Type::VARCHAR,
+];
 
 /// Which of the ids are stored already. One index lookup per id whatever the table's statistics
 /// (a generic plan of `= ANY($1)` can fall back to a sequential scan that compares every row

@@ -9,10 +9,10 @@ use tokio::time::{timeout_at, Instant};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Statement};
+use tokio_postgres::Client;
 
-use super::connection::{Connection, Statements, CANCEL_TIMEOUT};
-use super::sql::COPY_COLUMN_TYPES;
+use super::connection::{Bulk, Connection, Statements, CANCEL_TIMEOUT};
+use super::sql::{begin_with_deadline, COPY_COLUMN_TYPES};
 use super::{RowSource, StoreError};
 use crate::batch::{KeyIds, LoginRow};
 
@@ -68,40 +68,24 @@ impl Connection {
         key_ids: &KeyIds,
         deadline: Instant,
     ) -> Result<usize, Attempt> {
-        // The server enforces the deadline too: a cancel request is only best effort, and a
-        // statement still queued behind a lock when the client gives up could otherwise commit
-        // later. Both messages go out together (pipelined), so this adds no round trip.
-        let remaining_ms = deadline
-            .saturating_duration_since(Instant::now())
-            .as_millis()
-            .max(1);
-        let server_timeout = format!("SET statement_timeout = {remaining_ms}");
         let client = &self.client;
         let write = async {
-            let insert = match &self.statements {
-                Statements::Rows {
-                    insert,
-                    stored_ids,
-                    copy,
-                } if rows.size_hint() >= COPY_FROM_ROWS => {
-                    match copy_new_rows(client, stored_ids, copy, &mut rows, &key_ids.mask).await {
+            if let Some(bulk) = &self.statements.bulk {
+                if rows.size_hint() >= COPY_FROM_ROWS {
+                    let copying = copy_new_rows(client, bulk, &mut rows, &key_ids.mask);
+                    match in_transaction(client, deadline, copying).await {
                         // Another writer stored one of the ids since we looked (or `rows`
-                        // repeats one): the INSERT's ON CONFLICT sorts it out. The failed COPY
-                        // stored nothing.
-                        Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => insert,
+                        // repeats one): the INSERT's ON CONFLICT sorts it out. The failed COPY's
+                        // transaction stored nothing.
+                        Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {}
                         copied => return copied,
                     }
                 }
-                Statements::Rows { insert, .. } => insert,
-                Statements::RowsAndVault { insert } => insert,
-            };
-            insert_rows(client, insert, &self.statements, rows.all(), key_ids).await
+            }
+            let inserting = insert_rows(client, &self.statements, rows.all(), key_ids);
+            in_transaction(client, deadline, inserting).await
         };
-        let pipelined = async {
-            let (set, written) = tokio::join!(client.batch_execute(&server_timeout), write);
-            set.and(written)
-        };
-        match timeout_at(deadline, pipelined).await {
+        match timeout_at(deadline, write).await {
             Err(_) => Err(Attempt::Deadline),
             // Ours fires at the deadline; one that comes sooner was someone else's.
             Ok(Err(e)) if e.code() == Some(&SqlState::QUERY_CANCELED) => {
@@ -115,12 +99,66 @@ impl Connection {
             Ok(Ok(inserted)) => Ok(inserted),
         }
     }
+
+    /// A write of no rows, rolled back: the schema check, with the statements writes will use.
+    pub(super) async fn write_nothing(
+        &self,
+        deadline: Instant,
+    ) -> Result<(), tokio_postgres::Error> {
+        let key_ids = KeyIds {
+            mask: String::new(),
+            vault: self.statements.with_vault.then(String::new),
+        };
+        let client = &self.client;
+        let begin = begin_with_deadline(milliseconds_until(deadline));
+        let (begun, inserted, rolled_back) = tokio::join!(
+            client.batch_execute(&begin),
+            insert_rows(client, &self.statements, &[], &key_ids),
+            client.batch_execute("ROLLBACK")
+        );
+        begun.and(inserted).and(rolled_back)
+    }
+}
+
+/// Runs `work` in a transaction of its own, whose statements the server aborts at `deadline`.
+///
+/// The server enforces the deadline too: a cancel request is only best effort, and a statement
+/// still queued behind a lock when the client gives up could otherwise commit later. The timeout
+/// is local to the transaction, so nothing of it outlives the write: behind a pooler in
+/// transaction mode, the next client of the server connection finds the session as it was.
+///
+/// `BEGIN`, the work's first request and `COMMIT` go out together (pipelined), so a write that
+/// sends one request still takes one round trip. `work` must send its first request when first
+/// polled (tokio-postgres's requests do) so that it goes out before the `COMMIT`. When it fails,
+/// the server turns that `COMMIT` into a rollback.
+async fn in_transaction<T>(
+    client: &Client,
+    deadline: Instant,
+    work: impl Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, tokio_postgres::Error> {
+    let begin = begin_with_deadline(milliseconds_until(deadline));
+    let (begun, done, committed) = tokio::join!(
+        client.batch_execute(&begin),
+        work,
+        client.batch_execute("COMMIT")
+    );
+    begun?;
+    let value = done?;
+    committed?;
+    Ok(value)
+}
+
+/// What is left until `deadline`, in whole milliseconds, at least 1 (0 would mean no timeout).
+fn milliseconds_until(deadline: Instant) -> u128 {
+    deadline
+        .saturating_duration_since(Instant::now())
+        .as_millis()
+        .max(1)
 }
 
 /// One `INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING`; returns how many were new.
 async fn insert_rows(
     client: &Client,
-    insert: &Statement,
     statements: &Statements,
     rows: &[LoginRow],
     key_ids: &KeyIds,
@@ -137,7 +175,7 @@ async fn insert_rows(
         &columns.create_date,
         &key_ids.mask,
     ];
-    if let Statements::RowsAndVault { .. } = statements {
+    if statements.with_vault {
         params.extend([
             &columns.sealed_ip as &(dyn ToSql + Sync),
             &columns.sealed_device_id,
@@ -145,7 +183,7 @@ async fn insert_rows(
         ]);
     }
     // The command tag counts the rows inserted, which are exactly the new ones.
-    Ok(client.execute(insert, &params).await? as usize)
+    Ok(statements.insert.execute(client, &params).await? as usize)
 }
 
 /// Binary COPY of the rows whose message_id is not stored yet; returns how many it copied.
@@ -154,8 +192,7 @@ async fn insert_rows(
 /// delivery is not looked up: an index lookup costs about as much as the COPY of its row.
 async fn copy_new_rows(
     client: &Client,
-    stored_ids: &Statement,
-    copy: &Statement,
+    Bulk { stored_ids, copy }: &Bulk,
     rows: &mut Rows<'_>,
     mask_key_id: &str,
 ) -> Result<usize, tokio_postgres::Error> {

@@ -169,7 +169,7 @@ pub async fn processor_on(config: DatabaseConfig) -> Processor {
 pub async fn processor_masking_with(config: DatabaseConfig, masker: Masker) -> Processor {
     let options = StoreOptions {
         with_vault: masker.recovery_key_id().is_some(),
-        migrate: false,
+        ..StoreOptions::default()
     };
     let store = Store::connect(config, options, in_seconds(10))
         .await
