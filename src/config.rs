@@ -84,6 +84,9 @@ pub struct Config {
     pub auto_migrate: bool,
     /// `PREPARED_STATEMENTS`: true (the default) or false behind a pooler in transaction mode.
     pub statement_mode: StatementMode,
+    /// How many invocations the environment runs at once: `AWS_LAMBDA_MAX_CONCURRENCY`, which
+    /// Lambda Managed Instances set; 1 (unset) on classic Lambda.
+    pub max_concurrency: usize,
     /// CloudWatch namespace of the per-batch EMF metrics (`METRICS_NAMESPACE`, default LoginEtl).
     pub metrics_namespace: String,
 }
@@ -138,6 +141,18 @@ impl Config {
         } else {
             StatementMode::Unnamed
         };
+        let max_concurrency = match lookup("AWS_LAMBDA_MAX_CONCURRENCY").as_deref().map(str::trim) {
+            None | Some("") => 1,
+            Some(value) => match value.parse::<u32>() {
+                Ok(n) if n >= 1 => n as usize,
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        variable: "AWS_LAMBDA_MAX_CONCURRENCY",
+                        why: "it must be a whole number of at least 1".into(),
+                    })
+                }
+            },
+        };
         let metrics_namespace = lookup("METRICS_NAMESPACE")
             .map(|n| n.trim().to_owned())
             .filter(|n| !n.is_empty())
@@ -147,6 +162,7 @@ impl Config {
             masker,
             auto_migrate,
             statement_mode,
+            max_concurrency,
             metrics_namespace,
         })
     }

@@ -6,7 +6,6 @@ use std::time::{Duration, SystemTime};
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::LambdaEvent;
 use time::OffsetDateTime;
-use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use crate::batch::{BatchError, BatchOutcome, LoginRow, Planner};
@@ -52,9 +51,7 @@ impl From<HandlerError> for lambda_runtime::Diagnostic {
 /// Everything an invocation needs, built once per execution environment.
 pub struct Processor {
     masker: Masker,
-    /// Lambda sends one event at a time to an environment, so the lock is never contended; it
-    /// is there because the handler only gets a shared reference.
-    store: Mutex<Store>,
+    store: Store,
     /// Where the per-batch EMF metrics line goes; `None` in tests and tools.
     metrics: Option<Emf>,
 }
@@ -70,7 +67,7 @@ impl Processor {
         );
         Processor {
             masker,
-            store: Mutex::new(store),
+            store,
             metrics: None,
         }
     }
@@ -79,6 +76,11 @@ impl Processor {
     pub fn with_metrics(mut self, emf: Emf) -> Self {
         self.metrics = Some(emf);
         self
+    }
+
+    /// Closes the database connections; writes after this fail whole (for shutdown).
+    pub async fn close(&self) {
+        self.store.close().await;
     }
 
     /// The Lambda handler.
@@ -109,8 +111,6 @@ impl Processor {
         let fifo = planner.plan().fifo;
         let written = self
             .store
-            .lock()
-            .await
             .write_streaming(&mut planner, &key_ids, deadline, fifo)
             .await;
         let plan = planner.finish();

@@ -1,5 +1,7 @@
-//! The Lambda entry point: read the configuration, connect, check the schema, serve batches.
+//! The Lambda entry point: read the configuration, connect, check the schema, serve batches,
+//! and close the database connections when Lambda shuts the environment down.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsEvent;
@@ -13,30 +15,52 @@ use tokio::time::Instant;
 /// Lambda allows 10 s of init; the connect and migrations must fit in it.
 const INIT_BUDGET: Duration = Duration::from_secs(8);
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<(), lambda_runtime::Error> {
+fn main() -> Result<(), lambda_runtime::Error> {
     login_etl::logging::init();
-    let processor = match start().await {
-        Ok(processor) => processor,
-        Err(error) => {
-            // Init errors must say what to fix; they never hold PII (no batch has been read).
-            tracing::error!(%error, "login-etl could not start");
-            return Err(error);
-        }
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(error) => return Err(init_failed(error.into())),
     };
-    lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| {
-        processor.handle(event)
+    // One thread serves one invocation at a time (classic Lambda). An environment of Lambda
+    // Managed Instances serves several at once and has the vCPUs for them: parsing and masking
+    // then run in parallel.
+    let runtime = if config.max_concurrency > 1 {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    }
+    .enable_all()
+    .build()?;
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: Config) -> Result<(), lambda_runtime::Error> {
+    let processor = match start(config).await {
+        Ok(processor) => Arc::new(processor),
+        Err(error) => return Err(init_failed(error)),
+    };
+    // Lambda sends SIGTERM before it ends the environment (the hook registers the extension that
+    // asks for it). Closing the connections then ends their server backends at once; otherwise
+    // each stays until the server notices the socket is gone.
+    let closing = Arc::clone(&processor);
+    lambda_runtime::spawn_graceful_shutdown_handler(|| async move { closing.close().await })
+        .await;
+    // With AWS_LAMBDA_MAX_CONCURRENCY above 1, as many invocations run at once, each on a
+    // connection of its own; without it, one at a time.
+    lambda_runtime::run_concurrent(service_fn(move |event: LambdaEvent<SqsEvent>| {
+        let processor = Arc::clone(&processor);
+        async move { processor.handle(event).await }
     }))
     .await
 }
 
-async fn start() -> Result<Processor, lambda_runtime::Error> {
-    let config = Config::from_env()?;
+async fn start(config: Config) -> Result<Processor, lambda_runtime::Error> {
     let deadline = Instant::now() + INIT_BUDGET;
     let options = StoreOptions {
         with_vault: config.masker.recovery_key_id().is_some(),
         migrate: config.auto_migrate,
         statement_mode: config.statement_mode,
+        max_connections: config.max_concurrency,
     };
     let store = Store::connect(config.database, options, deadline).await?;
     let emf = Emf {
@@ -45,4 +69,11 @@ async fn start() -> Result<Processor, lambda_runtime::Error> {
             .unwrap_or_else(|_| "login-etl".into()),
     };
     Ok(Processor::new(config.masker, store).with_metrics(emf))
+}
+
+/// Logs why the function could not start. Init errors must say what to fix; they never hold PII
+/// (no batch has been read).
+fn init_failed(error: lambda_runtime::Error) -> lambda_runtime::Error {
+    tracing::error!(%error, "login-etl could not start");
+    error
 }

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use postgres_native_tls::MakeTlsConnector;
+use tokio::task::JoinHandle;
 use tokio::time::{timeout_at, Instant};
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Statement};
@@ -23,6 +24,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a cancel request may take; well inside the handler's deadline margin.
 pub(super) const CANCEL_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// How long closing a connection may take: Lambda allows 500 ms for shutdown.
+const CLOSE_TIMEOUT: Duration = Duration::from_millis(200);
 
 /// Where to connect and how: everything a reconnect needs.
 pub(super) struct Target {
@@ -95,6 +99,8 @@ pub(super) struct Bulk {
 pub(super) struct Connection {
     pub client: Client,
     pub statements: Statements,
+    /// The task that drives the socket; it ends when the client is dropped.
+    task: JoinHandle<()>,
 }
 
 impl Connection {
@@ -108,7 +114,7 @@ impl Connection {
         migrate: bool,
         deadline: Instant,
     ) -> Result<Self, StoreError> {
-        let client = open_client(target, deadline).await?;
+        let (client, task) = open_client(target, deadline).await?;
         if migrate {
             match timeout_at(deadline, client.batch_execute(&migration_script())).await {
                 Err(_) => {
@@ -127,7 +133,11 @@ impl Connection {
         }
         let checking = async {
             let statements = statements_for(&client, target).await?;
-            let connection = Connection { client, statements };
+            let connection = Connection {
+                client,
+                statements,
+                task,
+            };
             connection.write_nothing(deadline).await?;
             Ok(connection)
         };
@@ -137,6 +147,17 @@ impl Connection {
             )),
             Ok(Err(e)) => Err(schema_error(&e)),
             Ok(Ok(connection)) => Ok(connection),
+        }
+    }
+
+    /// Closes the connection the way the protocol says (a Terminate message), so the server ends
+    /// its backend at once instead of when it notices the socket is gone.
+    pub async fn close(self) {
+        let Connection { client, task, .. } = self;
+        // Dropping the client ends the request stream; the task then sends Terminate and ends.
+        drop(client);
+        if tokio::time::timeout(CLOSE_TIMEOUT, task).await.is_err() {
+            tracing::warn!("the database connection did not close in time");
         }
     }
 
@@ -153,8 +174,12 @@ impl Connection {
     }
 }
 
-/// Opens a client, within `deadline` and at most `CONNECT_TIMEOUT`.
-async fn open_client(target: &Target, deadline: Instant) -> Result<Client, StoreError> {
+/// Opens a client, within `deadline` and at most `CONNECT_TIMEOUT`; returns it with the task
+/// that drives its socket.
+async fn open_client(
+    target: &Target,
+    deadline: Instant,
+) -> Result<(Client, JoinHandle<()>), StoreError> {
     let connect_deadline = deadline.min(Instant::now() + CONNECT_TIMEOUT);
     let connecting = target.config.connection.connect(target.tls.clone());
     let (client, connection) = match timeout_at(connect_deadline, connecting).await {
@@ -162,12 +187,12 @@ async fn open_client(target: &Target, deadline: Instant) -> Result<Client, Store
         Ok(Err(e)) => return Err(connect_error(&target.config, &connect_detail(&e))),
         Ok(Ok(pair)) => pair,
     };
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!(error = %describe(&e), "database connection ended");
         }
     });
-    Ok(client)
+    Ok((client, task))
 }
 
 /// The statements for `target`'s mode, prepared now if that is the mode.
@@ -215,9 +240,7 @@ pub async fn connect_client(
     config: DatabaseConfig,
     deadline: Instant,
 ) -> Result<Client, StoreError> {
-    open_client(
-        &Target::new(config, false, StatementMode::default())?,
-        deadline,
-    )
-    .await
+    let target = Target::new(config, false, StatementMode::default())?;
+    let (client, _task) = open_client(&target, deadline).await?;
+    Ok(client)
 }

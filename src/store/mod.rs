@@ -18,6 +18,9 @@ mod write;
 use std::ops::Range;
 use std::time::Duration;
 
+use std::sync::Mutex;
+
+use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 
 use crate::batch::{Failure, KeyIds, LoginRow, FIFO_STOPPED};
@@ -57,7 +60,7 @@ pub struct WriteReport {
 }
 
 /// What the store prepares for at connect.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct StoreOptions {
     /// Rows carry vault entries (the function runs with RECOVERY_KEY).
     pub with_vault: bool,
@@ -65,12 +68,40 @@ pub struct StoreOptions {
     pub migrate: bool,
     /// Named statements prepared once per connection, or unnamed ones (PREPARED_STATEMENTS).
     pub statement_mode: StatementMode,
+    /// How many connections the store may have open: one per write running at once. Lambda
+    /// sends one invocation at a time to an environment (1); Lambda Managed Instances send up to
+    /// `AWS_LAMBDA_MAX_CONCURRENCY`.
+    pub max_connections: usize,
 }
 
-/// The function's database: one connection per execution environment, reopened when it breaks.
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            with_vault: false,
+            migrate: false,
+            statement_mode: StatementMode::default(),
+            max_connections: 1,
+        }
+    }
+}
+
+/// The function's database: a connection per write running at once (one, unless the
+/// environment serves invocations concurrently), each opened when first needed and reopened when
+/// it breaks.
 pub struct Store {
     target: Target,
+    /// Open connections that no write is using.
+    idle: Mutex<Vec<Connection>>,
+    /// One permit per connection the store may have open; closed at shutdown.
+    permits: Semaphore,
+}
+
+/// One write's hold on the store: a permit, and the connection the write uses (opened when it
+/// needs one), which goes back to the store's idle ones when the write is done.
+struct Session<'s> {
+    target: &'s Target,
     connection: Option<Connection>,
+    _permit: SemaphorePermit<'s>,
 }
 
 const NOT_CONFIRMED: &str = "not confirmed: the invocation deadline was reached";
@@ -94,8 +125,52 @@ impl Store {
         let connection = Connection::open(&target, options.migrate, deadline).await?;
         Ok(Store {
             target,
-            connection: Some(connection),
+            idle: Mutex::new(vec![connection]),
+            permits: Semaphore::new(options.max_connections.max(1)),
         })
+    }
+
+    /// Closes every idle connection, telling the server (so it keeps no orphaned backend), and
+    /// refuses writes from now on. For shutdown, when no write is running.
+    pub async fn close(&self) {
+        self.permits.close();
+        let idle = std::mem::take(&mut *self.idle_connections());
+        let count = idle.len();
+        for connection in idle {
+            connection.close().await;
+        }
+        tracing::info!(connections = count, "database connections closed");
+    }
+
+    /// How many connections are open and idle.
+    pub fn idle_connections_count(&self) -> usize {
+        self.idle_connections().len()
+    }
+
+    fn idle_connections(&self) -> std::sync::MutexGuard<'_, Vec<Connection>> {
+        // A panic while holding the lock leaves the list intact (push and pop only).
+        self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A session for one write: waits for a permit, and takes an idle connection if there is one.
+    async fn session(&self) -> Result<Session<'_>, StoreError> {
+        let permit = self.permits.acquire().await.map_err(|_| {
+            StoreError::Unavailable("the function is shutting down; the batch will be retried".into())
+        })?;
+        Ok(Session {
+            target: &self.target,
+            connection: self.idle_connections().pop(),
+            _permit: permit,
+        })
+    }
+
+    /// Returns a session's connection to the idle ones, unless it broke.
+    fn end(&self, session: Session<'_>) {
+        if let Some(connection) = session.connection {
+            if !connection.client.is_closed() {
+                self.idle_connections().push(connection);
+            }
+        }
     }
 
     /// Rows written by this store carry vault entries.
@@ -111,14 +186,18 @@ impl Store {
     /// Returns an error only when nothing more can be done for the batch now: the database is
     /// gone even after one reconnect, or refuses the statement itself.
     pub async fn write(
-        &mut self,
+        &self,
         rows: &[LoginRow],
         key_ids: &KeyIds,
         deadline: Instant,
         stop_at_first_failure: bool,
     ) -> Result<WriteReport, StoreError> {
-        self.write_isolating_failures(rows, key_ids, deadline, stop_at_first_failure, None)
-            .await
+        let mut session = self.session().await?;
+        let report = session
+            .write_isolating_failures(rows, key_ids, deadline, stop_at_first_failure, None)
+            .await;
+        self.end(session);
+        report
     }
 
     /// Like `write` of all the rows `source` plans, but a large batch without the vault is
@@ -128,13 +207,39 @@ impl Store {
     /// Batches that stop at their first failure (FIFO) are planned in delivery order, not the
     /// lock order, so they are not streamed.
     pub async fn write_streaming(
+        &self,
+        source: &mut dyn RowSource,
+        key_ids: &KeyIds,
+        deadline: Instant,
+        stop_at_first_failure: bool,
+    ) -> Result<WriteReport, StoreError> {
+        let mut session = match self.session().await {
+            Ok(session) => session,
+            Err(e) => {
+                while source.plan_more() {}
+                return Err(e);
+            }
+        };
+        let report = session
+            .write_streaming(source, key_ids, deadline, stop_at_first_failure)
+            .await;
+        self.end(session);
+        report
+    }
+}
+
+impl Session<'_> {
+    /// `Store::write_streaming` on this session's connection.
+    async fn write_streaming(
         &mut self,
         source: &mut dyn RowSource,
         key_ids: &KeyIds,
         deadline: Instant,
         stop_at_first_failure: bool,
     ) -> Result<WriteReport, StoreError> {
+        // Only a COPY streams, and only prepared statements without the vault use one.
         let streamed = !self.target.with_vault
+            && self.target.statement_mode == StatementMode::Prepared
             && !stop_at_first_failure
             && source.max_rows() >= COPY_FROM_ROWS
             && Instant::now() < deadline;
@@ -186,7 +291,7 @@ impl Store {
         }
         let connection = match self.connection.take() {
             Some(connection) => connection,
-            None => Connection::open(&self.target, false, deadline).await?,
+            None => Connection::open(self.target, false, deadline).await?,
         };
         Ok(self.connection.insert(connection))
     }

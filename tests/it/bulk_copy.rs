@@ -107,7 +107,7 @@ async fn an_id_repeated_in_the_rows_given_to_the_store_is_stored_once() {
     let plan = plan_batch(&records, &masker, time::OffsetDateTime::now_utc().date()).unwrap();
     let mut rows = plan.rows.clone();
     rows.push(rows[17].clone());
-    let mut store = Store::connect(db.config(), StoreOptions::default(), in_seconds(10))
+    let store = Store::connect(db.config(), StoreOptions::default(), in_seconds(10))
         .await
         .unwrap();
     let report = store
