@@ -141,7 +141,10 @@ impl Config {
         } else {
             StatementMode::Unnamed
         };
-        let max_concurrency = match lookup("AWS_LAMBDA_MAX_CONCURRENCY").as_deref().map(str::trim) {
+        let max_concurrency = match lookup("AWS_LAMBDA_MAX_CONCURRENCY")
+            .as_deref()
+            .map(str::trim)
+        {
             None | Some("") => 1,
             Some(value) => match value.parse::<u32>() {
                 Ok(n) if n >= 1 => n as usize,

@@ -43,8 +43,7 @@ async fn serve(config: Config) -> Result<(), lambda_runtime::Error> {
     // asks for it). Closing the connections then ends their server backends at once; otherwise
     // each stays until the server notices the socket is gone.
     let closing = Arc::clone(&processor);
-    lambda_runtime::spawn_graceful_shutdown_handler(|| async move { closing.close().await })
-        .await;
+    lambda_runtime::spawn_graceful_shutdown_handler(|| async move { closing.close().await }).await;
     // With AWS_LAMBDA_MAX_CONCURRENCY above 1, as many invocations run at once, each on a
     // connection of its own; without it, one at a time.
     lambda_runtime::run_concurrent(service_fn(move |event: LambdaEvent<SqsEvent>| {

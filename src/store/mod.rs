@@ -149,13 +149,17 @@ impl Store {
 
     fn idle_connections(&self) -> std::sync::MutexGuard<'_, Vec<Connection>> {
         // A panic while holding the lock leaves the list intact (push and pop only).
-        self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// A session for one write: waits for a permit, and takes an idle connection if there is one.
     async fn session(&self) -> Result<Session<'_>, StoreError> {
         let permit = self.permits.acquire().await.map_err(|_| {
-            StoreError::Unavailable("the function is shutting down; the batch will be retried".into())
+            StoreError::Unavailable(
+                "the function is shutting down; the batch will be retried".into(),
+            )
         })?;
         Ok(Session {
             target: &self.target,

@@ -7,6 +7,7 @@ mod common;
 mod bulk_copy;
 mod concurrency;
 mod events;
+mod fleet;
 mod hostile_input;
 mod ingest;
 mod lambda_emulator;

@@ -15,10 +15,34 @@ pub struct Emulator {
     log_is_temporary: bool,
 }
 
+/// How many execution environments the emulator may run, and how many invocations each serves
+/// at once.
+#[derive(Clone, Copy)]
+pub struct Environments {
+    /// Function processes (`cargo lambda watch --concurrency`), started as invocations need them.
+    pub instances: usize,
+    /// `AWS_LAMBDA_MAX_CONCURRENCY` of each process, as Lambda Managed Instances set it.
+    pub max_concurrency: usize,
+}
+
+impl Default for Environments {
+    fn default() -> Self {
+        Environments {
+            instances: 1,
+            max_concurrency: 1,
+        }
+    }
+}
+
 impl Emulator {
     /// Starts the emulator with only these variables of ours (no MASKING_KEY or DATABASE_URL
     /// leaks in from the test environment).
     pub fn start(env: &[(&str, &str)]) -> Emulator {
+        Self::start_with(env, Environments::default())
+    }
+
+    /// `start`, with several processes, or processes that serve several invocations at once.
+    pub fn start_with(env: &[(&str, &str)], environments: Environments) -> Emulator {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -34,6 +58,8 @@ impl Emulator {
                 "127.0.0.1",
                 "-P",
                 &port.to_string(),
+                "--concurrency",
+                &environments.instances.to_string(),
             ])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .env_remove("MASKING_KEY")
@@ -51,6 +77,22 @@ impl Emulator {
             .stderr(Stdio::from(sink));
         for (name, value) in env {
             command.env(name, value);
+        }
+        if environments.max_concurrency > 1 {
+            // The emulator sets AWS_LAMBDA_MAX_CONCURRENCY=1 for every process it starts; it
+            // runs the function with `cargo run`, so cargo's runner can set it as Lambda Managed
+            // Instances would. The emulator's Runtime API serves concurrent `next` requests.
+            let triple = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
+            command.env(
+                format!(
+                    "CARGO_TARGET_{}_RUNNER",
+                    triple.to_uppercase().replace('-', "_")
+                ),
+                format!(
+                    "env AWS_LAMBDA_MAX_CONCURRENCY={}",
+                    environments.max_concurrency
+                ),
+            );
         }
         let child = command
             .spawn()
@@ -107,6 +149,46 @@ impl Emulator {
             String::from_utf8_lossy(&output.stderr)
         );
         serde_json::from_str(stdout.trim()).unwrap_or_else(|_| panic!("response is JSON: {stdout}"))
+    }
+
+    /// Invokes the function over the emulator's Invoke API, as the event source mapping does;
+    /// many of these can run at once. Returns the function's JSON answer (an error object when
+    /// the function failed).
+    pub async fn invoke_over_http(&self, event: &serde_json::Value) -> serde_json::Value {
+        Self::invoke_url(&self.url(), event).await
+    }
+
+    /// `invoke_over_http` on the emulator at `url` (for tasks that do not borrow the emulator).
+    pub async fn invoke_url(url: &str, event: &serde_json::Value) -> serde_json::Value {
+        let answer = reqwest::Client::new()
+            .post(format!("{url}/2015-03-31/functions/login-etl/invocations"))
+            .body(event.to_string())
+            .timeout(Duration::from_secs(180))
+            .send()
+            .await
+            .expect("the emulator answers")
+            .text()
+            .await
+            .expect("the answer has a body");
+        serde_json::from_str(&answer).unwrap_or_else(|_| panic!("answer is JSON: {answer}"))
+    }
+
+    /// The process ids of the function processes this emulator started.
+    pub fn function_processes(&self) -> Vec<u32> {
+        let marker = format!("AWS_LAMBDA_RUNTIME_API=http://127.0.0.1:{}/", self.port);
+        let mut pids = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let exe = std::fs::read_link(entry.path().join("exe")).unwrap_or_default();
+            let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+            let environ = String::from_utf8_lossy(&environ);
+            if exe.ends_with("login-etl") && environ.split('\0').any(|v| v.starts_with(&marker)) {
+                pids.push(pid);
+            }
+        }
+        pids
     }
 
     /// What the emulator and the function printed so far.

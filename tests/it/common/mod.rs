@@ -3,6 +3,7 @@
 
 pub mod emulator;
 pub mod localstack;
+pub mod pgbouncer;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -273,6 +274,10 @@ pub fn body_with(field: &str, value: Option<serde_json::Value>) -> String {
 
 /// A TCP proxy in front of the test PostgreSQL: `cut()` drops every connection and refuses new
 /// ones, as a database that went away would; `restore()` lets connections through again.
+///
+/// A proxy `start_holding_server_side` forwards what the client sends but never the end of its
+/// connection: the server's side stays open, as when Lambda ends an environment and the network
+/// never carries a FIN. Only a Terminate message the client sent ends the server's backend.
 pub struct Proxy {
     pub port: u16,
     open: Arc<Mutex<bool>>,
@@ -282,6 +287,14 @@ pub struct Proxy {
 
 impl Proxy {
     pub async fn start(upstream_port: u16) -> Proxy {
+        Self::start_with(upstream_port, true).await
+    }
+
+    pub async fn start_holding_server_side(upstream_port: u16) -> Proxy {
+        Self::start_with(upstream_port, false).await
+    }
+
+    async fn start_with(upstream_port: u16, forward_close: bool) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let open = Arc::new(Mutex::new(true));
@@ -297,9 +310,21 @@ impl Proxy {
                     continue;
                 }
                 let link = tokio::spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(("127.0.0.1", upstream_port)).await
-                    {
+                    let Ok(mut outbound) = TcpStream::connect(("127.0.0.1", upstream_port)).await
+                    else {
+                        return;
+                    };
+                    if forward_close {
                         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    } else {
+                        let (mut from_client, mut to_client) = inbound.split();
+                        let (mut from_server, mut to_server) = outbound.split();
+                        let _ = tokio::join!(
+                            tokio::io::copy(&mut from_client, &mut to_server),
+                            tokio::io::copy(&mut from_server, &mut to_client)
+                        );
+                        // Until the proxy is dropped: the server's side is never shut down.
+                        std::future::pending::<()>().await;
                     }
                 });
                 links_in.lock().unwrap().push(link);
@@ -326,10 +351,7 @@ impl Proxy {
 
     /// The database URL through this proxy.
     pub fn url_for(&self, db: &TestDb) -> String {
-        let upstream = DatabaseConfig::from_url(&db.url).unwrap();
-        let port = upstream.connection.get_ports()[0];
-        db.url
-            .replace(&format!(":{port}/"), &format!(":{}/", self.port))
+        url_through(db, self.port)
     }
 }
 
@@ -338,6 +360,12 @@ impl Drop for Proxy {
         self.cut();
         self.acceptor.abort();
     }
+}
+
+/// `db`'s URL with the server's port replaced by `port` (a proxy's or a pooler's).
+pub fn url_through(db: &TestDb, port: u16) -> String {
+    db.url
+        .replace(&format!(":{}/", server_port()), &format!(":{port}/"))
 }
 
 /// The port of the test PostgreSQL.

@@ -1,0 +1,471 @@
+//! The function as a fleet runs it: many execution environments of the real binary (under
+//! cargo-lambda's emulator) behind a real PgBouncer with fewer server connections than
+//! environments; one environment serving several invocations at once (Lambda Managed Instances);
+//! what the server is left with when Lambda shuts an environment down; and what the function
+//! sends that RDS Proxy would pin a session for.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use crate::common::emulator::{Emulator, Environments};
+use crate::common::pgbouncer::{PgBouncer, PoolMode};
+use crate::common::*;
+use serde_json::{json, Value};
+
+const INSTANCES: usize = 8;
+const ROUNDS: usize = 4;
+/// A recovery key (128 hex characters) for the runs with the vault.
+const RECOVERY_KEY: &str = "4242424242424242424242424242424242424242424242424242424242424242\
+                            4242424242424242424242424242424242424242424242424242424242424242";
+
+/// How the fleet reaches the database and what it writes.
+struct Fleet {
+    pool_mode: PoolMode,
+    /// Server connections PgBouncer may open for the database.
+    pool_size: usize,
+    prepared_statements: bool,
+    vault: bool,
+}
+
+/// Instance `instance`'s batch in `round`: every message is in the batches of two instances at
+/// once, as SQS delivers a message twice. Rounds alternate batches of 10 (the INSERT) and 150
+/// (the COPY, with prepared statements).
+fn overlapping_batch(round: usize, instance: usize) -> (Vec<String>, Value) {
+    let size = if round.is_multiple_of(2) { 10 } else { 150 };
+    let distinct = INSTANCES * size / 2;
+    let ids: Vec<String> = (0..size)
+        .map(|k| format!("fleet-{round}-{:05}", (instance * size / 2 + k) % distinct))
+        .collect();
+    let records: Vec<_> = ids
+        .iter()
+        .enumerate()
+        .map(|(k, id)| {
+            let body = body_with("user_id", Some(json!(format!("user-{:02}", k % 20))));
+            sqs_record(id, &body)
+        })
+        .collect();
+    (ids, json!({ "Records": records }))
+}
+
+/// Runs `ROUNDS` rounds of `INSTANCES` invocations at once and checks what a user would: no
+/// environment failed to start, no batch failed, no message failed, every message is one row,
+/// and the pool's server connections are left with the default statement_timeout.
+async fn run(fleet: Fleet) {
+    let db = TestDb::new().await;
+    let bouncer = PgBouncer::start(fleet.pool_mode, fleet.pool_size);
+    let url = bouncer.url_for(&db);
+    let prepared = if fleet.prepared_statements {
+        "true"
+    } else {
+        "false"
+    };
+    let mut env = vec![
+        ("DATABASE_URL", url.as_str()),
+        ("MASKING_KEY", KEY),
+        ("PREPARED_STATEMENTS", prepared),
+    ];
+    if fleet.vault {
+        env.push(("RECOVERY_KEY", RECOVERY_KEY));
+    }
+    let environments = Environments {
+        instances: INSTANCES,
+        max_concurrency: 1,
+    };
+    let emulator = Emulator::start_with(&env, environments);
+    let mut stored = BTreeSet::new();
+    for round in 0..ROUNDS {
+        let mut invocations = Vec::new();
+        for instance in 0..INSTANCES {
+            let (ids, event) = overlapping_batch(round, instance);
+            stored.extend(ids);
+            let invoke_url = emulator.url();
+            invocations.push(tokio::spawn(async move {
+                invoke_over_http(&invoke_url, &event).await
+            }));
+        }
+        for invocation in invocations {
+            let answer = invocation.await.unwrap();
+            assert_eq!(
+                answer,
+                json!({ "batchItemFailures": [] }),
+                "round {round}: {fleet_log}",
+                fleet_log = tail(&emulator.log())
+            );
+        }
+    }
+    let log = emulator.log();
+    assert!(
+        !log.contains("could not start"),
+        "an environment failed to start: {}",
+        tail(&log)
+    );
+    let started = log.matches("Running `").count();
+    assert!(
+        started > 1,
+        "the emulator ran {started} environments: the fleet did not run"
+    );
+    let client = db.client().await;
+    let row = client
+        .query_one(
+            "SELECT count(*), count(DISTINCT message_id) FROM user_logins",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (rows, distinct): (i64, i64) = (row.get(0), row.get(1));
+    assert_eq!((rows, distinct), (stored.len() as i64, stored.len() as i64));
+    if fleet.vault {
+        let entries: i64 = client
+            .query_one("SELECT count(*) FROM pii_vault", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(entries, 2, "one ip and one device id, sealed once each");
+    }
+    // Every server connection of the pool at once, each held by a transaction: none may carry a
+    // setting the function made. The environments end first: in session mode they hold every
+    // server connection of the pool.
+    drop(emulator);
+    let mut others = Vec::new();
+    for _ in 0..fleet.pool_size {
+        let other = connect(&url).await;
+        other.batch_execute("BEGIN").await.unwrap();
+        let shown = other.simple_query("SHOW statement_timeout").await.unwrap();
+        let value = shown.iter().find_map(|message| match message {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+            _ => None,
+        });
+        assert_eq!(value.as_deref(), Some("0"), "another client of the pool");
+        others.push(other);
+    }
+}
+
+async fn invoke_over_http(url: &str, event: &Value) -> Value {
+    Emulator::invoke_url(url, event).await
+}
+
+fn tail(log: &str) -> &str {
+    &log[log.len().saturating_sub(3000)..]
+}
+
+#[tokio::test]
+async fn eight_environments_behind_pgbouncer_in_transaction_mode_store_every_message_once() {
+    run(Fleet {
+        pool_mode: PoolMode::Transaction,
+        pool_size: 3,
+        prepared_statements: false,
+        vault: false,
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn eight_environments_with_the_vault_behind_pgbouncer_in_transaction_mode() {
+    run(Fleet {
+        pool_mode: PoolMode::Transaction,
+        pool_size: 3,
+        prepared_statements: false,
+        vault: true,
+    })
+    .await;
+}
+
+/// In session mode every client holds a server connection, so the pool must be as large as the
+/// fleet; prepared statements and the COPY work as on a direct connection.
+#[tokio::test]
+async fn eight_environments_behind_pgbouncer_in_session_mode_with_prepared_statements() {
+    run(Fleet {
+        pool_mode: PoolMode::Session,
+        pool_size: INSTANCES,
+        prepared_statements: true,
+        vault: false,
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn eight_environments_with_the_vault_behind_pgbouncer_in_session_mode() {
+    run(Fleet {
+        pool_mode: PoolMode::Session,
+        pool_size: INSTANCES,
+        prepared_statements: true,
+        vault: true,
+    })
+    .await;
+}
+
+/// The misconfiguration the setting exists for: prepared statements behind a pooler in
+/// transaction mode. After PgBouncer moves the function to another server connection, the
+/// statement it prepared is not there; the error must say what to change.
+#[tokio::test]
+async fn prepared_statements_behind_a_transaction_pooler_fail_naming_the_setting() {
+    capture_logs();
+    let db = TestDb::new().await;
+    let bouncer = PgBouncer::start(PoolMode::Transaction, 2);
+    let config = login_etl::config::DatabaseConfig::from_url(&bouncer.url_for(&db)).unwrap();
+    let processor = processor_on(config).await;
+    // Closes the server connections the function prepared on, as PgBouncer does whenever a
+    // server connection ages out or the pool shrinks.
+    connect(&bouncer.admin_url())
+        .await
+        .simple_query("RECONNECT")
+        .await
+        .unwrap();
+    let error = processor
+        .process(&good_batch("pooled", 0..3), in_seconds(10))
+        .await
+        .expect_err("the prepared statement is gone")
+        .to_string();
+    assert!(
+        error.contains("SQLSTATE 26000") && error.contains("set PREPARED_STATEMENTS=false"),
+        "{error}"
+    );
+}
+
+/// Lambda Managed Instances: one process serves `AWS_LAMBDA_MAX_CONCURRENCY` invocations at
+/// once, each on a connection of its own, and never opens more connections than that.
+#[tokio::test]
+async fn one_environment_serves_invocations_at_once_on_at_most_one_connection_each() {
+    const CONCURRENCY: usize = 4;
+    let db = TestDb::new().await;
+    let environments = Environments {
+        instances: 1,
+        max_concurrency: CONCURRENCY,
+    };
+    let emulator = Emulator::start_with(
+        &[("DATABASE_URL", db.url.as_str()), ("MASKING_KEY", KEY)],
+        environments,
+    );
+    // A first invocation starts the process, with its one connection.
+    let warm = json!({ "Records": good_batch("warm", 0..1) });
+    assert_eq!(
+        emulator.invoke_over_http(&warm).await,
+        json!({ "batchItemFailures": [] })
+    );
+    // With the table locked, the invocations pile up: each must be writing, on its own
+    // connection, at the same time.
+    let blocker = db.lock_the_table().await;
+    let mut invocations = Vec::new();
+    for i in 0..CONCURRENCY * 2 {
+        let event = json!({ "Records": good_batch(&format!("managed-{i}"), 0..5) });
+        let url = emulator.url();
+        invocations.push(tokio::spawn(
+            async move { invoke_over_http(&url, &event).await },
+        ));
+    }
+    let waiting = wait_for_backends(&db, CONCURRENCY, "wait_event_type = 'Lock'").await;
+    assert_eq!(waiting, CONCURRENCY, "invocations writing at once");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        backends(&db, "true").await,
+        CONCURRENCY + 1,
+        "the function's connections and the blocker's: no more than one per concurrent invocation"
+    );
+    blocker.batch_execute("COMMIT").await.unwrap();
+    for invocation in invocations {
+        assert_eq!(
+            invocation.await.unwrap(),
+            json!({ "batchItemFailures": [] })
+        );
+    }
+    assert_eq!(emulator.function_processes().len(), 1, "one process");
+    let rows: i64 = db
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM user_logins", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 1 + (CONCURRENCY * 2 * 5) as i64);
+}
+
+/// How many other sessions on `db` match `condition` (SQL on pg_stat_activity).
+async fn backends(db: &TestDb, condition: &str) -> usize {
+    let client = db.client().await;
+    let sql = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid() AND ({condition})"
+    );
+    let count: i64 = client.query_one(&sql, &[&db.name]).await.unwrap().get(0);
+    count as usize
+}
+
+/// Waits up to 10 s until `count` sessions on `db` match `condition`; returns the last count.
+async fn wait_for_backends(db: &TestDb, count: usize, condition: &str) -> usize {
+    let mut seen = 0;
+    for _ in 0..100 {
+        seen = backends(db, condition).await;
+        if seen == count {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    seen
+}
+
+/// Lambda sends SIGTERM before it ends an environment; the network may never tell the server
+/// the connection is gone (the proxy here keeps the server's side open, as a vanished host
+/// would). The function closes its connection on SIGTERM, so no backend is left behind.
+#[tokio::test]
+async fn sigterm_closes_the_connection_so_the_server_keeps_no_backend() {
+    let (db, emulator, _proxy) = environment_behind_a_silent_network().await;
+    for pid in emulator.function_processes() {
+        signal(pid, "TERM");
+    }
+    assert_eq!(
+        wait_for_backends(&db, 0, "true").await,
+        0,
+        "the backend ended: {}",
+        tail(&emulator.log())
+    );
+    assert!(emulator.log().contains("database connections closed"));
+}
+
+/// The other side of the test above, so that it can fail: a process killed without its
+/// shutdown hook leaves its backend on the server.
+#[tokio::test]
+async fn without_the_hook_a_vanished_environment_leaves_its_backend() {
+    let (db, emulator, _proxy) = environment_behind_a_silent_network().await;
+    for pid in emulator.function_processes() {
+        signal(pid, "KILL");
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(backends(&db, "true").await, 1);
+}
+
+/// A warm environment whose one connection goes through a proxy that never forwards a close.
+async fn environment_behind_a_silent_network() -> (TestDb, Emulator, Proxy) {
+    let db = TestDb::new().await;
+    let proxy = Proxy::start_holding_server_side(server_port()).await;
+    let url = proxy.url_for(&db);
+    let emulator = Emulator::start(&[("DATABASE_URL", url.as_str()), ("MASKING_KEY", KEY)]);
+    let event = json!({ "Records": good_batch("warm", 0..1) });
+    assert_eq!(
+        emulator.invoke_over_http(&event).await,
+        json!({ "batchItemFailures": [] })
+    );
+    assert_eq!(
+        backends(&db, "true").await,
+        1,
+        "the environment's connection"
+    );
+    assert_eq!(emulator.function_processes().len(), 1);
+    (db, emulator, proxy)
+}
+
+fn signal(pid: u32, name: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// What AWS documents as pinning an RDS Proxy session to one database connection, for
+/// PostgreSQL, as it appears in the server's statement log (lower case).
+const PINNING: &[&str] = &[
+    "set ",
+    "set_config",
+    "prepare ",
+    "deallocate",
+    "discard",
+    "listen",
+    "load ",
+    "nextval",
+    "setval",
+    "advisory",
+    "temp",
+    "declare ",
+];
+
+/// Behind RDS Proxy the function runs with PREPARED_STATEMENTS=false: then nothing it sends in
+/// normal operation (cold start, small and large batches, duplicates, shutdown) is on AWS's list
+/// of what pins a session. The server's statement log (`log_statement = all`) shows every
+/// statement, named or not; with prepared statements it shows the named ones, which pin.
+#[tokio::test]
+async fn with_unnamed_statements_nothing_that_pins_an_rds_proxy_session_is_sent() {
+    let server = PrivateServer::start("-c log_statement=all");
+    let admin = connect(&server.url).await;
+    for sql in login_etl::store::MIGRATIONS {
+        admin.batch_execute(sql).await.unwrap();
+    }
+    drop(admin);
+    let unnamed = statements_sent(&server, "false");
+    let executed: Vec<&String> = unnamed
+        .iter()
+        .filter(|s| s.starts_with("execute <unnamed>: insert into user_logins"))
+        .collect();
+    assert!(
+        executed.len() >= 3,
+        "the log shows the inserts: {unnamed:#?}"
+    );
+    for statement in &unnamed {
+        assert!(
+            !statement.starts_with("execute ") || statement.starts_with("execute <unnamed>"),
+            "a named prepared statement: {statement}"
+        );
+        // The deadline is set inside a function, out of the proxy's sight, and only for the
+        // transaction: `begin; select login_etl_write_deadline(...)`.
+        let text = statement.replace("login_etl_write_deadline", "");
+        for pin in PINNING {
+            assert!(!text.contains(pin), "{pin:?} pins a session: {statement}");
+        }
+    }
+    let prepared = statements_sent(&server, "true");
+    assert!(
+        prepared
+            .iter()
+            .any(|s| s.starts_with("execute s") && s.contains("insert into user_logins")),
+        "with prepared statements the log shows named ones: {prepared:#?}"
+    );
+}
+
+/// Runs the real binary on `server` with PREPARED_STATEMENTS=`prepared`: a cold start, a batch
+/// of 10, a batch of 150, the same batch again, and SIGTERM. Returns the statements the server
+/// logged meanwhile, in lower case.
+fn statements_sent(server: &PrivateServer, prepared: &str) -> Vec<String> {
+    let log_path = format!("{}/server.log", server.dir);
+    let start = std::fs::metadata(&log_path).unwrap().len() as usize;
+    let emulator = Emulator::start(&[
+        ("DATABASE_URL", server.url.as_str()),
+        ("MASKING_KEY", KEY),
+        ("PREPARED_STATEMENTS", prepared),
+    ]);
+    let prefix = format!("pin-{prepared}");
+    for batch in [
+        good_batch(&format!("{prefix}-a"), 0..10),
+        good_batch(&format!("{prefix}-b"), 0..150),
+        good_batch(&format!("{prefix}-b"), 0..150),
+    ] {
+        let answer = emulator.invoke(&json!({ "Records": batch }));
+        assert_eq!(answer, json!({ "batchItemFailures": [] }));
+    }
+    for pid in emulator.function_processes() {
+        signal(pid, "TERM");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    // A statement's text goes on after its line when it spans several; other lines start with
+    // the server's line prefix and a level (LOG, DETAIL, ...).
+    let mut statements: Vec<String> = Vec::new();
+    let mut in_statement = false;
+    for line in log[start..].lines() {
+        let logged = line
+            .split_once("LOG:  statement: ")
+            .map(|(_, statement)| statement.to_owned())
+            .or_else(|| {
+                line.split_once("LOG:  execute ")
+                    .map(|(_, rest)| format!("execute {rest}"))
+            });
+        if let Some(statement) = logged {
+            statements.push(statement.to_lowercase());
+            in_statement = true;
+        } else if in_statement && !line.contains(":  ") {
+            let last = statements.last_mut().unwrap();
+            last.push('\n');
+            last.push_str(&line.to_lowercase());
+        } else {
+            in_statement = false;
+        }
+    }
+    statements
+}
