@@ -36,6 +36,19 @@ ensure_postgres() {
   echo "throw-away PostgreSQL on port $PGPORT ($PG_TEST_DIR)"
 }
 
+# Debian's PgBouncer, which the fleet tests start in front of PostgreSQL (tests/it/fleet.rs).
+ensure_pgbouncer() {
+  if [ -x /usr/sbin/pgbouncer ]; then
+    return
+  fi
+  echo "installing pgbouncer from Debian"
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq pgbouncer
+  # The package's own service is not used: each test starts a PgBouncer of its own.
+  $sudo service pgbouncer stop >/dev/null 2>&1 || true
+}
+
 # A tool from PyPI in its own venv under the repo: ensure_pip_tool VENV PYTHON PACKAGE...
 ensure_pip_tool() {
   local venv="$ROOT/$1" python="$2"

@@ -28,8 +28,9 @@ if [[ "$vendored" != *openssl-src* ]]; then
   exit 1
 fi
 
-step "set up: PostgreSQL, cargo-lambda, LocalStack's SQS"
+step "set up: PostgreSQL, PgBouncer, cargo-lambda, LocalStack's SQS"
 ensure_postgres
+ensure_pgbouncer
 ensure_cargo_lambda
 ensure_localstack_sqs
 
@@ -44,7 +45,7 @@ step "build the Lambda binary and login-etl-esm"
 cargo build --bin login-etl
 cargo build -p login-etl-esm  # the event source mapping the queue tests run
 
-step "tests (unit, PostgreSQL integration, Lambda runtime emulator, SQS end to end)"
+step "tests (unit, PostgreSQL integration, PgBouncer, Lambda runtime emulator, SQS end to end)"
 # Every log line the function writes during the suite is kept here and scanned for PII below.
 LOGIN_ETL_LOG_DIR="$(mktemp -d "${TMPDIR:-/tmp}/login-etl-logs.XXXXXX")"
 export LOGIN_ETL_LOG_DIR

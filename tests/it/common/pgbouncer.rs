@@ -64,19 +64,17 @@ impl PgBouncer {
             dir = dir.display(),
         );
         std::fs::write(dir.join("pgbouncer.ini"), ini).unwrap();
-        // PgBouncer refuses to run as root, like PostgreSQL.
-        let mut command = if is_root() {
+        // PgBouncer refuses to run as root, like PostgreSQL; `-u` makes it switch user itself, so
+        // that the child here is PgBouncer (and killing it stops it).
+        let mut command = Command::new(binary);
+        if is_root() {
             Command::new("chown")
                 .args(["-R", "postgres"])
                 .arg(&dir)
                 .status()
                 .unwrap();
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--", binary]);
-            c
-        } else {
-            Command::new(binary)
-        };
+            command.args(["-u", "postgres"]);
+        }
         let child = command
             .arg(dir.join("pgbouncer.ini"))
             .stdout(Stdio::null())
