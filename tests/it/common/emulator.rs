@@ -204,6 +204,11 @@ impl Emulator {
 
 impl Drop for Emulator {
     fn drop(&mut self) {
+        // The function processes first: one serving invocations concurrently does not exit when
+        // the emulator's Runtime API goes away (on Lambda, SIGTERM ends it, as here).
+        for pid in self.function_processes() {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         if self.log_is_temporary {
