@@ -466,6 +466,53 @@ mod tests {
     }
 
     #[test]
+    fn prepared_statements_are_on_unless_turned_off_for_a_pooler() {
+        let url = ("DATABASE_URL", "postgres://u@h/d");
+        let mode = |value: Option<&str>| {
+            let mut vars = vec![url, ("MASKING_KEY", KEY)];
+            vars.extend(value.map(|v| ("PREPARED_STATEMENTS", v)));
+            config(&vars).map(|c| c.statement_mode)
+        };
+        assert_eq!(mode(None), Ok(StatementMode::Prepared));
+        assert_eq!(mode(Some("true")), Ok(StatementMode::Prepared));
+        assert_eq!(mode(Some("false")), Ok(StatementMode::Unnamed));
+        assert_eq!(mode(Some(" 0 ")), Ok(StatementMode::Unnamed));
+        let error = error_of(&[url, ("MASKING_KEY", KEY), ("PREPARED_STATEMENTS", "off")]);
+        assert!(
+            error
+                .starts_with("PREPARED_STATEMENTS is invalid: use true, or false behind PgBouncer"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn concurrency_comes_from_lambda_managed_instances_or_is_one() {
+        let url = ("DATABASE_URL", "postgres://u@h/d");
+        let concurrency = |value: &str| {
+            config(&[
+                url,
+                ("MASKING_KEY", KEY),
+                ("AWS_LAMBDA_MAX_CONCURRENCY", value),
+            ])
+            .map(|c| c.max_concurrency)
+        };
+        assert_eq!(
+            config(&[url, ("MASKING_KEY", KEY)])
+                .unwrap()
+                .max_concurrency,
+            1
+        );
+        assert_eq!(concurrency("16"), Ok(16));
+        for bad in ["0", "-1", "many"] {
+            let error = concurrency(bad).unwrap_err().to_string();
+            assert!(
+                error.starts_with("AWS_LAMBDA_MAX_CONCURRENCY is invalid"),
+                "{bad}: {error}"
+            );
+        }
+    }
+
+    #[test]
     fn reads_key_ids_and_the_optional_recovery_key() {
         let url = ("DATABASE_URL", "postgres://u@h/d");
         let c = config(&[url, ("MASKING_KEY", KEY)]).unwrap();

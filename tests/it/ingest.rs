@@ -3,7 +3,7 @@
 
 use crate::common::*;
 use login_etl::handler::HandlerError;
-use login_etl::store::{Store, StoreError, StoreOptions, MIGRATIONS};
+use login_etl::store::{StatementMode, Store, StoreError, StoreOptions, MIGRATIONS};
 use serde_json::json;
 
 #[tokio::test]
@@ -238,6 +238,35 @@ async fn the_take_home_table_is_upgraded_in_place() {
     assert_eq!(readable, "2.3.0");
 }
 
+/// Writes set their server-side deadline with migration 004's function; without it the function
+/// refuses to start, in either statement mode, and says what to apply.
+#[tokio::test]
+async fn a_schema_without_the_deadline_function_is_refused_naming_its_migration() {
+    let db = TestDb::new().await;
+    db.client()
+        .await
+        .batch_execute("DROP FUNCTION login_etl_write_deadline(integer)")
+        .await
+        .unwrap();
+    for statement_mode in [StatementMode::Prepared, StatementMode::Unnamed] {
+        let options = StoreOptions {
+            statement_mode,
+            ..StoreOptions::default()
+        };
+        let error = Store::connect(db.config(), options, in_seconds(10))
+            .await
+            .err()
+            .expect("no deadline function, no store");
+        assert!(matches!(error, StoreError::Schema(_)), "{error}");
+        assert!(
+            error
+                .to_string()
+                .contains("migrations/004_write_deadline.sql"),
+            "{error}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn auto_migrate_creates_the_schema() {
     let db = TestDb::empty().await;
@@ -255,9 +284,17 @@ async fn auto_migrate_creates_the_schema() {
 
 #[tokio::test]
 async fn rows_the_database_refuses_are_isolated_and_reported() {
-    let db = TestDb::new().await;
+    refused_rows_are_isolated(StatementMode::Prepared).await;
+}
+
+#[tokio::test]
+async fn with_unnamed_statements_refused_rows_are_isolated_too() {
+    refused_rows_are_isolated(StatementMode::Unnamed).await;
+}
+
+async fn refused_rows_are_isolated(mode: StatementMode) {
+    let (db, processor) = TestDb::with_processor_sending(mode).await;
     db.refuse_banned_user().await;
-    let processor = db.processor().await;
     let banned = body_with("user_id", Some(json!("banned")));
     let records: Vec<_> = (0..40)
         .map(|i| {

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::common::*;
 use login_etl::config::DatabaseConfig;
+use login_etl::store::StatementMode;
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -103,14 +104,22 @@ fn restart_immediately(bin: &str, dir: &str) {
 
 #[tokio::test]
 async fn a_statement_past_the_deadline_is_cancelled_and_reported_not_stored() {
-    a_lock_held_past_the_deadline(5).await;
+    a_lock_held_past_the_deadline(5, StatementMode::Prepared).await;
+}
+
+/// Without prepared statements (behind a pooler) the deadline holds the same, small batch or
+/// large (which then goes by INSERT too).
+#[tokio::test]
+async fn with_unnamed_statements_a_write_past_the_deadline_is_reported_not_stored() {
+    a_lock_held_past_the_deadline(5, StatementMode::Unnamed).await;
+    a_lock_held_past_the_deadline(150, StatementMode::Unnamed).await;
 }
 
 /// A large batch goes by COPY: past the deadline it must answer as the INSERT does, message by
 /// message.
 #[tokio::test]
 async fn a_first_large_batch_past_the_deadline_is_reported_like_any_other() {
-    a_lock_held_past_the_deadline(150).await;
+    a_lock_held_past_the_deadline(150, StatementMode::Prepared).await;
 }
 
 /// After a deadline the connection is dropped; the next invocation reconnects, and preparing the
@@ -141,8 +150,8 @@ async fn a_reconnect_that_waits_past_the_deadline_is_reported_message_by_message
 }
 
 /// A DBA holds a lock on the table past the invocation deadline; `size` messages arrive.
-async fn a_lock_held_past_the_deadline(size: usize) {
-    let (db, processor) = TestDb::with_processor().await;
+async fn a_lock_held_past_the_deadline(size: usize, mode: StatementMode) {
+    let (db, processor) = TestDb::with_processor_sending(mode).await;
     let blocker = db.lock_the_table().await;
 
     let deadline = Instant::now() + Duration::from_millis(800);

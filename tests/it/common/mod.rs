@@ -14,7 +14,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use login_etl::config::DatabaseConfig;
 use login_etl::handler::Processor;
 use login_etl::mask::Masker;
-use login_etl::store::{Store, StoreOptions, MIGRATIONS};
+use login_etl::store::{StatementMode, Store, StoreOptions, MIGRATIONS};
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -129,8 +129,14 @@ impl TestDb {
 
     /// A processor like the Lambda's on a fresh database: the set-up most tests start with.
     pub async fn with_processor() -> (TestDb, Processor) {
+        Self::with_processor_sending(StatementMode::default()).await
+    }
+
+    /// A new database and a processor on it that sends statements the `mode` way.
+    pub async fn with_processor_sending(mode: StatementMode) -> (TestDb, Processor) {
         let db = TestDb::new().await;
-        let processor = db.processor().await;
+        let masker = Masker::new(KEY.as_bytes()).unwrap();
+        let processor = processor_with(db.config(), masker, mode).await;
         (db, processor)
     }
 }
@@ -168,8 +174,18 @@ pub async fn processor_on(config: DatabaseConfig) -> Processor {
 
 /// A processor on `config` with `masker` (and so with the vault when it has a recovery key).
 pub async fn processor_masking_with(config: DatabaseConfig, masker: Masker) -> Processor {
+    processor_with(config, masker, StatementMode::default()).await
+}
+
+/// A processor sending its statements the `statement_mode` way (PREPARED_STATEMENTS).
+pub async fn processor_with(
+    config: DatabaseConfig,
+    masker: Masker,
+    statement_mode: StatementMode,
+) -> Processor {
     let options = StoreOptions {
         with_vault: masker.recovery_key_id().is_some(),
+        statement_mode,
         ..StoreOptions::default()
     };
     let store = Store::connect(config, options, in_seconds(10))
