@@ -74,20 +74,8 @@ pub const INSERT_ROWS_AND_VAULT: &str = concat!(
     insert_rows!()
 );
 
-/// The parameter types of `INSERT_ROWS`, for sending it unnamed (`execute_typed`).
-pub const INSERT_ROWS_TYPES: &[Type] = &[
-    Type::VARCHAR_ARRAY,
-    Type::VARCHAR_ARRAY,
-    Type::VARCHAR_ARRAY,
-    Type::VARCHAR_ARRAY,
-    Type::VARCHAR_ARRAY,
-    Type::VARCHAR_ARRAY,
-    Type::INT4_ARRAY,
-    Type::DATE_ARRAY,
-    Type::VARCHAR,
-];
-
-/// The parameter types of `INSERT_ROWS_AND_VAULT`: those of `INSERT_ROWS`, then the vault's.
+/// The parameter types of `INSERT_ROWS_AND_VAULT`, for sending it unnamed (`execute_typed`): the
+/// rows' ($1 to $9), then the vault's ($10 to $12).
 pub const INSERT_ROWS_AND_VAULT_TYPES: &[Type] = &[
     Type::VARCHAR_ARRAY,
     Type::VARCHAR_ARRAY,
@@ -102,6 +90,9 @@ pub const INSERT_ROWS_AND_VAULT_TYPES: &[Type] = &[
     Type::BYTEA_ARRAY,
     Type::VARCHAR,
 ];
+
+/// The parameter types of `INSERT_ROWS`: the rows' of the above.
+pub const INSERT_ROWS_TYPES: &[Type] = INSERT_ROWS_AND_VAULT_TYPES.split_at(9).0;
 
 /// Which of the ids are stored already. One index lookup per id whatever the table's statistics
 /// (a generic plan of `= ANY($1)` can fall back to a sequential scan that compares every row

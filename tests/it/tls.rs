@@ -82,14 +82,8 @@ impl Certificates {
             "hostssl all all 127.0.0.1/32 trust\nlocal all all trust\n",
         )
         .unwrap();
-        if is_root() {
-            // The server runs as the postgres user and insists on owning its key.
-            Command::new("chown")
-                .args(["-R", "postgres"])
-                .arg(&dir)
-                .status()
-                .unwrap();
-        }
+        // The server runs as the postgres user and insists on owning its key.
+        hand_to_postgres_user(&dir);
         Command::new("chmod")
             .args(["600"])
             .arg(dir.join("server.key"))

@@ -472,6 +472,19 @@ impl Drop for PrivateServer {
     }
 }
 
+/// Run as root, hands `dir` to the `postgres` user, which the servers run as (PostgreSQL and
+/// PgBouncer refuse root) and which must own or write what is in it.
+pub fn hand_to_postgres_user(dir: &std::path::Path) {
+    if is_root() {
+        let status = std::process::Command::new("chown")
+            .args(["-R", "postgres"])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(status.success(), "chown -R postgres {}", dir.display());
+    }
+}
+
 pub fn is_root() -> bool {
     std::process::Command::new("id")
         .arg("-u")

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::{is_root, server_port, url_through, TestDb};
+use super::{hand_to_postgres_user, is_root, server_port, url_through, TestDb};
 
 #[derive(Clone, Copy, Debug)]
 pub enum PoolMode {
@@ -67,12 +67,8 @@ impl PgBouncer {
         // PgBouncer refuses to run as root, like PostgreSQL; `-u` makes it switch user itself, so
         // that the child here is PgBouncer (and killing it stops it).
         let mut command = Command::new(binary);
+        hand_to_postgres_user(&dir);
         if is_root() {
-            Command::new("chown")
-                .args(["-R", "postgres"])
-                .arg(&dir)
-                .status()
-                .unwrap();
             command.args(["-u", "postgres"]);
         }
         let child = command
