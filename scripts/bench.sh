@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # `make bench`: the benchmarks behind BENCHMARKS.md, in one command. It starts a durable
 # throw-away PostgreSQL (fsync and synchronous_commit on, unlike the tests' server) unless
-# DATABASE_URL is set, runs the criterion benchmark of the pure core and the end-to-end ingest
-# benchmark, and stops what it started. Options after `--` go to the ingest benchmark, e.g.
-# `make bench ARGS="--runs 9"` or `bash scripts/bench.sh --quick`.
+# DATABASE_URL is set, runs the criterion benchmark of the pure core, the end-to-end ingest
+# benchmark and the capacity benchmark (concurrent instances, direct and through a PgBouncer it
+# starts), draws docs/capacity.png, and stops what it started. Options after `--` go to the ingest
+# benchmark, e.g. `make bench ARGS="--runs 9"` or `bash scripts/bench.sh --quick`; --quick also
+# goes to the capacity benchmark, and CAPACITY_ARGS to it alone, e.g.
+# `make bench CAPACITY_ARGS="--runs 5 --seconds 5"`.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -17,3 +20,22 @@ cargo bench --bench core
 
 step "end to end: handler against binary COPY in the same run; cold start; peak RSS"
 cargo bench --bench ingest -- "$@"
+
+step "capacity: concurrent instances, direct and through PgBouncer"
+ensure_pgbouncer
+capacity_args=()
+for arg in "$@"; do
+  if [ "$arg" = --quick ]; then capacity_args+=(--quick); fi
+done
+# shellcheck disable=SC2206 # CAPACITY_ARGS is a list of words
+capacity_args+=(${CAPACITY_ARGS:-})
+# The benchmark starts and stops its PgBouncer in this directory; should it be killed, the
+# pidfile lets the exit trap stop PgBouncer all the same.
+bouncer_dir="$(mktemp -d "${TMPDIR:-/tmp}/login-etl-capacity-pgbouncer.XXXXXX")"
+chmod 755 "$bouncer_dir"
+on_exit "[ ! -f \"$bouncer_dir/pgbouncer.pid\" ] || kill \"\$(cat \"$bouncer_dir/pgbouncer.pid\")\" 2>/dev/null; rm -rf \"$bouncer_dir\""
+CAPACITY_PGBOUNCER_DIR="$bouncer_dir" cargo bench --bench capacity -- --csv target/capacity.csv "${capacity_args[@]}"
+
+step "capacity: docs/capacity.png from target/capacity.csv (matplotlib in .venv-bench)"
+ensure_pip_tool .venv-bench python3 "matplotlib==3.11.2"
+"$ROOT/.venv-bench/bin/python" scripts/plot_capacity.py target/capacity.csv docs/capacity.png

@@ -215,7 +215,7 @@ pub fn masking_key(
     slot: KeySlot,
 ) -> Result<Option<Masker>, ConfigError> {
     let (key_variable, id_variable) = slot.variables();
-    let Some(key) = lookup(key_variable).filter(|k| !k.is_empty()) else {
+    let Some(key) = key_value(lookup, key_variable)? else {
         return Ok(None);
     };
     let masker = Masker::new(key.as_bytes()).map_err(|KeyTooShort { actual_bytes }| {
@@ -229,6 +229,26 @@ pub fn masking_key(
     })?;
     let id = key_id(lookup, id_variable, crate::mask::DEFAULT_KEY_ID)?;
     Ok(Some(masker.with_key_id(id)))
+}
+
+/// A key variable's value, the one rule for every key (`MASKING_KEY`, `MASKING_KEY_PREVIOUS`,
+/// `RECOVERY_KEY`): unset or empty is `None`; whitespace around it is refused, not trimmed. A
+/// key is used byte for byte, so a trailing newline (from `echo` or a file) kept in it would
+/// silently change every mask, and trimmed would make two different secrets act as one.
+fn key_value(
+    lookup: &impl Fn(&str) -> Option<String>,
+    variable: &'static str,
+) -> Result<Option<String>, ConfigError> {
+    let Some(value) = lookup(variable).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    if value.trim() != value {
+        return Err(ConfigError::Invalid {
+            variable,
+            why: "it starts or ends with whitespace (a newline from `echo` or a file?); remove it: a key is used byte for byte".into(),
+        });
+    }
+    Ok(Some(value))
 }
 
 fn key_id(
@@ -253,7 +273,7 @@ fn key_id(
 pub fn recovery_key(
     lookup: &impl Fn(&str) -> Option<String>,
 ) -> Result<Option<RecoveryKey>, ConfigError> {
-    let Some(hex) = lookup("RECOVERY_KEY").filter(|k| !k.trim().is_empty()) else {
+    let Some(hex) = key_value(lookup, "RECOVERY_KEY")? else {
         return Ok(None);
     };
     let id = key_id(lookup, "RECOVERY_KEY_ID", DEFAULT_RECOVERY_KEY_ID)?;
@@ -463,6 +483,47 @@ mod tests {
             error_of(&[("MASKING_KEY", KEY), url, ("AUTO_MIGRATE", "yes")])
                 .starts_with("AUTO_MIGRATE is invalid")
         );
+    }
+
+    #[test]
+    fn every_key_refuses_surrounding_whitespace_naming_the_variable() {
+        let url = ("DATABASE_URL", "postgres://u@h/d");
+        let recovery = "ab".repeat(64);
+        for variable in ["MASKING_KEY", "MASKING_KEY_PREVIOUS", "RECOVERY_KEY"] {
+            let clean = if variable == "RECOVERY_KEY" {
+                recovery.as_str()
+            } else {
+                KEY
+            };
+            for padded in [
+                format!("{clean}\n"),
+                format!(" {clean}"),
+                format!("{clean}\t"),
+            ] {
+                let mut vars = vec![url, ("MASKING_KEY", KEY)];
+                vars.retain(|(name, _)| *name != variable);
+                vars.push((variable, &padded));
+                let vars: HashMap<String, String> = vars
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
+                let lookup = |name: &str| vars.get(name).cloned();
+                let error = match variable {
+                    "MASKING_KEY_PREVIOUS" => masking_key(&lookup, KeySlot::Previous)
+                        .err()
+                        .map(|e| e.to_string()),
+                    _ => Config::from_lookup(lookup).err().map(|e| e.to_string()),
+                }
+                .unwrap_or_else(|| panic!("{variable} {padded:?} was accepted"));
+                assert!(
+                    error.starts_with(&format!(
+                        "{variable} is invalid: it starts or ends with whitespace"
+                    )),
+                    "{error}"
+                );
+                assert!(!error.contains(clean), "the error shows the key: {error}");
+            }
+        }
     }
 
     #[test]

@@ -55,7 +55,6 @@ impl fmt::Debug for RecoveryKey {
 impl RecoveryKey {
     /// Reads the key from hex; the error says what is wrong without echoing the secret.
     pub fn from_hex(id: &str, hex: &str) -> Result<Self, String> {
-        let hex = hex.trim();
         if hex.len() != RECOVERY_KEY_BYTES * 2 {
             return Err(format!(
                 "it must be {} hex characters ({RECOVERY_KEY_BYTES} bytes, e.g. `openssl rand -hex 64`), it has {}",
