@@ -190,6 +190,31 @@ fn flag(
     }
 }
 
+/// `value` with its `%XX` escapes decoded, as libpq decodes a connection URI's parts.
+fn percent_decoded(variable: &'static str, value: &str) -> Result<String, ConfigError> {
+    let invalid = || {
+        ConfigError::Invalid {
+        variable,
+        why: "a `%` in the query string must start an escape such as %20, and escapes must make UTF-8".into(),
+    }
+    };
+    let bytes = value.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3).ok_or_else(invalid)?;
+            let hex = std::str::from_utf8(hex).map_err(|_| invalid())?;
+            decoded.push(u8::from_str_radix(hex, 16).map_err(|_| invalid())?);
+            i += 3;
+        } else {
+            decoded.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(decoded).map_err(|_| invalid())
+}
+
 /// The id recorded with vault entries sealed by a key whose id variable is unset.
 pub const DEFAULT_RECOVERY_KEY_ID: &str = "r1";
 
@@ -323,9 +348,15 @@ impl DatabaseConfig {
         let mut root_cert = None;
         let mut passed_on = Vec::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
+            // Values are percent-decoded, as libpq does (a path with a space is `%20`);
+            // tokio-postgres decodes those it is passed itself.
             match pair.split_once('=') {
-                Some(("sslmode", value)) => ssl_mode = SslMode::parse(VARIABLE, value)?,
-                Some(("sslrootcert", path)) => root_cert = Some(PathBuf::from(path)),
+                Some(("sslmode", value)) => {
+                    ssl_mode = SslMode::parse(VARIABLE, &percent_decoded(VARIABLE, value)?)?
+                }
+                Some(("sslrootcert", path)) => {
+                    root_cert = Some(PathBuf::from(percent_decoded(VARIABLE, path)?))
+                }
                 _ => passed_on.push(pair),
             }
         }
@@ -483,6 +514,28 @@ mod tests {
             error_of(&[("MASKING_KEY", KEY), url, ("AUTO_MIGRATE", "yes")])
                 .starts_with("AUTO_MIGRATE is invalid")
         );
+    }
+
+    #[test]
+    fn ssl_options_in_the_url_are_percent_decoded_like_libpq() {
+        let db = DatabaseConfig::from_url(
+            "postgres://u@h/d?sslmode=verify%2Dfull&sslrootcert=/etc/my%20certs/ca%2Bold.pem",
+        )
+        .unwrap();
+        assert_eq!(db.ssl_mode, SslMode::VerifyFull);
+        assert_eq!(
+            db.root_cert,
+            Some(PathBuf::from("/etc/my certs/ca+old.pem"))
+        );
+        for bad in ["%", "%2", "%zz", "%ff"] {
+            let error = DatabaseConfig::from_url(&format!("postgres://u@h/d?sslrootcert={bad}"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.starts_with("DATABASE_URL is invalid: a `%`"),
+                "{bad}: {error}"
+            );
+        }
     }
 
     #[test]
