@@ -22,6 +22,17 @@ pub enum SslMode {
 }
 
 impl SslMode {
+    /// The mode as `sslmode` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+
     fn parse(variable: &'static str, value: &str) -> Result<Self, ConfigError> {
         match value {
             "disable" => Ok(SslMode::Disable),
@@ -38,6 +49,25 @@ impl SslMode {
     }
 }
 
+/// Which certificate authorities a verifying `sslmode` trusts (`sslrootcert`), as in libpq 16.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootCertificates {
+    /// Only the certificates in this PEM file (a bundle such as RDS's holds many).
+    File(PathBuf),
+    /// The system's trusted roots (`sslrootcert=system`): OpenSSL's default store, which
+    /// `SSL_CERT_FILE` and `SSL_CERT_DIR` may point elsewhere.
+    System,
+}
+
+impl RootCertificates {
+    fn parse(value: &str) -> Self {
+        match value {
+            "system" => RootCertificates::System,
+            path => RootCertificates::File(PathBuf::from(path)),
+        }
+    }
+}
+
 /// Where and how to connect to PostgreSQL.
 #[derive(Clone)]
 pub struct DatabaseConfig {
@@ -45,8 +75,8 @@ pub struct DatabaseConfig {
     /// only as disable/prefer/require.
     pub connection: tokio_postgres::Config,
     pub ssl_mode: SslMode,
-    /// PEM file with the CA certificate(s) to trust besides the system's (`sslrootcert`).
-    pub root_cert: Option<PathBuf>,
+    /// The CA certificates to trust (`sslrootcert`); required by verify-ca and verify-full.
+    pub root_cert: Option<RootCertificates>,
 }
 
 impl fmt::Debug for DatabaseConfig {
@@ -190,6 +220,43 @@ fn flag(
     }
 }
 
+/// The `sslmode` to use, given the one set (if any) and `sslrootcert`, with libpq 16's rules:
+/// without `sslmode`, `prefer`, or `verify-full` with `sslrootcert=system`; the system's roots
+/// only with `verify-full`; and a verifying mode only with a `sslrootcert` (libpq would look for
+/// `~/.postgresql/root.crt`, which a Lambda function does not have).
+fn checked_tls(
+    variable: &'static str,
+    ssl_mode: Option<SslMode>,
+    root_cert: Option<&RootCertificates>,
+) -> Result<SslMode, ConfigError> {
+    let system = root_cert == Some(&RootCertificates::System);
+    match ssl_mode {
+        None if system => Ok(SslMode::VerifyFull),
+        None => Ok(SslMode::Prefer),
+        Some(SslMode::VerifyFull) => Ok(SslMode::VerifyFull),
+        Some(mode) if system => Err(ConfigError::Invalid {
+            variable,
+            why: format!(
+                "sslrootcert=system needs sslmode=verify-full, not {}: any certificate the system trusts would do, for any name",
+                mode.name()
+            ),
+        }),
+        Some(mode) => Ok(mode),
+    }
+    .and_then(|mode| match mode {
+        SslMode::VerifyCa | SslMode::VerifyFull if root_cert.is_none() => {
+            Err(ConfigError::Invalid {
+                variable,
+                why: format!(
+                    "sslmode={} needs sslrootcert: the PEM file of the CA certificates to trust (for RDS, the region's bundle), or sslrootcert=system for the system's",
+                    mode.name()
+                ),
+            })
+        }
+        mode => Ok(mode),
+    })
+}
+
 /// `value` with its `%XX` escapes decoded, as libpq decodes a connection URI's parts.
 fn percent_decoded(variable: &'static str, value: &str) -> Result<String, ConfigError> {
     let invalid = || {
@@ -317,7 +384,7 @@ impl DatabaseConfig {
     pub fn new(
         mut connection: tokio_postgres::Config,
         ssl_mode: SslMode,
-        root_cert: Option<PathBuf>,
+        root_cert: Option<RootCertificates>,
     ) -> Self {
         use tokio_postgres::config::SslMode as Negotiation;
         connection.ssl_mode(match ssl_mode {
@@ -344,7 +411,7 @@ impl DatabaseConfig {
     pub fn from_url(url: &str) -> Result<Self, ConfigError> {
         const VARIABLE: &str = "DATABASE_URL";
         let (base, query) = url.split_once('?').unwrap_or((url, ""));
-        let mut ssl_mode = SslMode::Prefer;
+        let mut ssl_mode = None;
         let mut root_cert = None;
         let mut passed_on = Vec::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -352,10 +419,13 @@ impl DatabaseConfig {
             // tokio-postgres decodes those it is passed itself.
             match pair.split_once('=') {
                 Some(("sslmode", value)) => {
-                    ssl_mode = SslMode::parse(VARIABLE, &percent_decoded(VARIABLE, value)?)?
+                    ssl_mode = Some(SslMode::parse(
+                        VARIABLE,
+                        &percent_decoded(VARIABLE, value)?,
+                    )?)
                 }
-                Some(("sslrootcert", path)) => {
-                    root_cert = Some(PathBuf::from(percent_decoded(VARIABLE, path)?))
+                Some(("sslrootcert", value)) => {
+                    root_cert = Some(RootCertificates::parse(&percent_decoded(VARIABLE, value)?))
                 }
                 _ => passed_on.push(pair),
             }
@@ -373,6 +443,7 @@ impl DatabaseConfig {
                     "{e} (expected postgres://user:password@host:port/dbname?sslmode=require)"
                 ),
             })?;
+        let ssl_mode = checked_tls(VARIABLE, ssl_mode, root_cert.as_ref())?;
         Ok(DatabaseConfig::new(connection, ssl_mode, root_cert))
     }
 
@@ -400,14 +471,12 @@ impl DatabaseConfig {
             connection.password(password);
         }
         let ssl_mode = match get("PGSSLMODE") {
-            Some(mode) => SslMode::parse("PGSSLMODE", &mode)?,
-            None => SslMode::Prefer,
+            Some(mode) => Some(SslMode::parse("PGSSLMODE", &mode)?),
+            None => None,
         };
-        Ok(DatabaseConfig::new(
-            connection,
-            ssl_mode,
-            get("PGSSLROOTCERT").map(PathBuf::from),
-        ))
+        let root_cert = get("PGSSLROOTCERT").map(|value| RootCertificates::parse(&value));
+        let ssl_mode = checked_tls("PGSSLMODE", ssl_mode, root_cert.as_ref())?;
+        Ok(DatabaseConfig::new(connection, ssl_mode, root_cert))
     }
 }
 
@@ -439,7 +508,10 @@ mod tests {
         .unwrap();
         let db = c.database;
         assert_eq!(db.ssl_mode, SslMode::VerifyFull);
-        assert_eq!(db.root_cert, Some(PathBuf::from("/ca.pem")));
+        assert_eq!(
+            db.root_cert,
+            Some(RootCertificates::File(PathBuf::from("/ca.pem")))
+        );
         assert_eq!(db.connection.get_ports(), &[6432]);
         assert_eq!(db.connection.get_dbname(), Some("logins"));
         assert_eq!(db.connection.get_application_name(), Some("etl"));
@@ -456,7 +528,10 @@ mod tests {
             ("verify-ca", Negotiation::Require),
             ("verify-full", Negotiation::Require),
         ] {
-            let db = DatabaseConfig::from_url(&format!("postgres://u@h/d?sslmode={mode}")).unwrap();
+            let db = DatabaseConfig::from_url(&format!(
+                "postgres://u@h/d?sslmode={mode}&sslrootcert=/ca.pem"
+            ))
+            .unwrap();
             assert_eq!(db.connection.get_ssl_mode(), negotiation, "{mode}");
         }
     }
@@ -517,6 +592,47 @@ mod tests {
     }
 
     #[test]
+    fn verifying_needs_a_root_certificate_and_the_system_store_needs_verify_full() {
+        let parse = |query: &str| {
+            DatabaseConfig::from_url(&format!("postgres://u@h/d?{query}"))
+                .map(|db| (db.ssl_mode, db.root_cert))
+                .map_err(|e| e.to_string())
+        };
+        for mode in ["verify-ca", "verify-full"] {
+            let error = parse(&format!("sslmode={mode}")).unwrap_err();
+            assert!(
+                error.starts_with(&format!(
+                    "DATABASE_URL is invalid: sslmode={mode} needs sslrootcert"
+                )),
+                "{error}"
+            );
+        }
+        assert_eq!(
+            parse("sslrootcert=system"),
+            Ok((SslMode::VerifyFull, Some(RootCertificates::System)))
+        );
+        for weak in ["disable", "prefer", "require", "verify-ca"] {
+            let error = parse(&format!("sslmode={weak}&sslrootcert=system")).unwrap_err();
+            assert!(
+                error.contains("sslrootcert=system needs sslmode=verify-full"),
+                "{error}"
+            );
+        }
+        let error = config(&[
+            ("MASKING_KEY", KEY),
+            ("PGHOST", "h"),
+            ("PGUSER", "u"),
+            ("PGSSLMODE", "verify-full"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.starts_with("PGSSLMODE is invalid: sslmode=verify-full needs sslrootcert"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn ssl_options_in_the_url_are_percent_decoded_like_libpq() {
         let db = DatabaseConfig::from_url(
             "postgres://u@h/d?sslmode=verify%2Dfull&sslrootcert=/etc/my%20certs/ca%2Bold.pem",
@@ -525,7 +641,9 @@ mod tests {
         assert_eq!(db.ssl_mode, SslMode::VerifyFull);
         assert_eq!(
             db.root_cert,
-            Some(PathBuf::from("/etc/my certs/ca+old.pem"))
+            Some(RootCertificates::File(PathBuf::from(
+                "/etc/my certs/ca+old.pem"
+            )))
         );
         for bad in ["%", "%2", "%zz", "%ff"] {
             let error = DatabaseConfig::from_url(&format!("postgres://u@h/d?sslrootcert={bad}"))

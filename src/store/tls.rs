@@ -1,53 +1,81 @@
-//! The TLS connector for a `sslmode`, with libpq's meanings.
+//! The TLS connector for a `sslmode` and `sslrootcert`, with libpq's meanings.
 
 use std::fs;
+use std::path::Path;
 
-use native_tls::{Certificate, TlsConnector};
+use native_tls::{Certificate, TlsConnector, TlsConnectorBuilder};
 use postgres_native_tls::MakeTlsConnector;
 
 use super::StoreError;
-use crate::config::{DatabaseConfig, SslMode};
+use crate::config::{DatabaseConfig, RootCertificates, SslMode};
+
+/// What of the server's certificate is checked.
+enum Verify {
+    Nothing,
+    Chain,
+    ChainAndName,
+}
 
 pub(super) fn connector(config: &DatabaseConfig) -> Result<MakeTlsConnector, StoreError> {
+    let root_file = matches!(config.root_cert, Some(RootCertificates::File(_)));
+    let verify = match config.ssl_mode {
+        SslMode::Disable | SslMode::Prefer => Verify::Nothing,
+        // libpq: with a root certificate file, require checks the chain as verify-ca does.
+        SslMode::Require if root_file => Verify::Chain,
+        SslMode::Require => Verify::Nothing,
+        SslMode::VerifyCa => Verify::Chain,
+        SslMode::VerifyFull => Verify::ChainAndName,
+    };
     let mut builder = TlsConnector::builder();
-    match config.ssl_mode {
-        // libpq does not check the certificate in these modes; neither do we.
-        // Nothing is verified, so the system's CA bundle need not be loaded either: that load
-        // was most of the cold start's connect time (BENCHMARKS.md).
-        SslMode::Disable | SslMode::Prefer | SslMode::Require => {
+    match verify {
+        Verify::Nothing => {
             builder
                 .danger_accept_invalid_certs(true)
-                .danger_accept_invalid_hostnames(true)
-                .disable_built_in_roots(true);
+                .danger_accept_invalid_hostnames(true);
         }
-        SslMode::VerifyCa => {
+        Verify::Chain => {
             builder.danger_accept_invalid_hostnames(true);
         }
-        SslMode::VerifyFull => {}
+        Verify::ChainAndName => {}
     }
-    if let Some(path) = &config.root_cert {
-        let pem = fs::read(path).map_err(|e| {
-            StoreError::Tls(format!("cannot read sslrootcert {}: {e}", path.display()))
-        })?;
-        // A bundle (such as RDS's) holds many certificates.
-        let certificates = Certificate::stack_from_pem(&pem).map_err(|e| {
-            StoreError::Tls(format!(
-                "sslrootcert {} is not a PEM certificate: {e}",
-                path.display()
-            ))
-        })?;
-        if certificates.is_empty() {
-            return Err(StoreError::Tls(format!(
-                "sslrootcert {} holds no PEM certificate",
-                path.display()
-            )));
+    match (&verify, &config.root_cert) {
+        // The system's roots: OpenSSL's default store (its load was most of the cold start's
+        // connect time, BENCHMARKS.md, so it is loaded only here).
+        (Verify::Chain | Verify::ChainAndName, Some(RootCertificates::System)) => {}
+        // Only the file's certificates, as libpq: not the system's as well.
+        (Verify::Chain | Verify::ChainAndName, Some(RootCertificates::File(path))) => {
+            builder.disable_built_in_roots(true);
+            trust_only(&mut builder, path)?;
         }
-        for certificate in certificates {
-            builder.add_root_certificate(certificate);
+        _ => {
+            builder.disable_built_in_roots(true);
         }
     }
     let connector = builder
         .build()
         .map_err(|e| StoreError::Tls(e.to_string()))?;
     Ok(MakeTlsConnector::new(connector))
+}
+
+/// Adds every certificate of the PEM file at `path` as a trusted root.
+fn trust_only(builder: &mut TlsConnectorBuilder, path: &Path) -> Result<(), StoreError> {
+    let pem = fs::read(path)
+        .map_err(|e| StoreError::Tls(format!("cannot read sslrootcert {}: {e}", path.display())))?;
+    // A bundle (such as RDS's) holds many certificates.
+    let certificates = Certificate::stack_from_pem(&pem).map_err(|e| {
+        StoreError::Tls(format!(
+            "sslrootcert {} is not a PEM certificate: {e}",
+            path.display()
+        ))
+    })?;
+    if certificates.is_empty() {
+        return Err(StoreError::Tls(format!(
+            "sslrootcert {} holds no PEM certificate",
+            path.display()
+        )));
+    }
+    for certificate in certificates {
+        builder.add_root_certificate(certificate);
+    }
+    Ok(())
 }

@@ -197,13 +197,60 @@ async fn sslmode_is_honoured_like_libpq() {
         .unwrap_err();
 }
 
+/// libpq trusts only the file `sslrootcert` names, and the system's store only with
+/// `sslrootcert=system`. Here the system's store (OpenSSL's SSL_CERT_FILE) holds the server's
+/// CA: a `sslrootcert` naming another CA must still be refused.
+#[tokio::test]
+async fn only_the_sslrootcert_file_is_trusted_and_system_means_the_system_store() {
+    let certificates = Certificates::make();
+    let server = PrivateServer::start(&certificates.server_options());
+    // Each test runs in a process of its own (nextest), so this changes no other test.
+    std::env::set_var("SSL_CERT_FILE", certificates.path("ca.pem"));
+    let other_ca = certificates.path("other-ca.pem");
+
+    for mode in ["verify-full", "verify-ca", "require"] {
+        let refused = connects(&url(
+            &server,
+            "localhost",
+            &format!("sslmode={mode}&sslrootcert={other_ca}"),
+        ))
+        .await;
+        assert!(
+            matches!(refused, Err(StoreError::Unavailable(_))),
+            "{mode} with another CA's file: {refused:?}"
+        );
+    }
+    connects(&url(&server, "localhost", "sslrootcert=system"))
+        .await
+        .expect("the system's store holds the server's CA");
+    connects(&url(
+        &server,
+        "127.0.0.1",
+        "sslmode=verify-full&sslrootcert=system",
+    ))
+    .await
+    .expect_err("verify-full with the system's store still checks the name");
+
+    // A path with a space, percent-encoded in the URL as libpq reads it.
+    let spaced = certificates.dir.join("server ca.pem");
+    std::fs::copy(certificates.path("ca.pem"), &spaced).unwrap();
+    let encoded = spaced.display().to_string().replace(' ', "%20");
+    connects(&url(
+        &server,
+        "localhost",
+        &format!("sslmode=verify-full&sslrootcert={encoded}"),
+    ))
+    .await
+    .expect("the decoded path is read");
+}
+
 #[tokio::test]
 async fn verify_full_never_falls_back_to_plain_tcp() {
     // The shared test server has no TLS at all.
     let plain = DatabaseConfig::from_url(&admin_url()).unwrap();
     let port = plain.connection.get_ports()[0];
     let error = connects(&format!(
-        "postgres://postgres@localhost:{port}/login_etl?sslmode=verify-full"
+        "postgres://postgres@localhost:{port}/login_etl?sslmode=verify-full&sslrootcert=system"
     ))
     .await
     .unwrap_err();
