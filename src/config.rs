@@ -3,6 +3,8 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use crate::aws::AwsCredentials;
+use crate::iam_auth::IamAuth;
 use crate::mask::{KeyTooShort, Masker};
 use crate::vault::RecoveryKey;
 
@@ -77,6 +79,8 @@ pub struct DatabaseConfig {
     pub ssl_mode: SslMode,
     /// The CA certificates to trust (`sslrootcert`); required by verify-ca and verify-full.
     pub root_cert: Option<RootCertificates>,
+    /// With `DATABASE_AUTH=iam`, the password is an RDS auth token made at every connect.
+    pub iam_auth: Option<IamAuth>,
 }
 
 impl fmt::Debug for DatabaseConfig {
@@ -86,6 +90,7 @@ impl fmt::Debug for DatabaseConfig {
             .field("connection", &self.connection)
             .field("ssl_mode", &self.ssl_mode)
             .field("root_cert", &self.root_cert)
+            .field("iam_auth", &self.iam_auth)
             .finish()
     }
 }
@@ -171,21 +176,7 @@ impl Config {
         } else {
             StatementMode::Unnamed
         };
-        let max_concurrency = match lookup("AWS_LAMBDA_MAX_CONCURRENCY")
-            .as_deref()
-            .map(str::trim)
-        {
-            None | Some("") => 1,
-            Some(value) => match value.parse::<u32>() {
-                Ok(n) if n >= 1 => n as usize,
-                _ => {
-                    return Err(ConfigError::Invalid {
-                        variable: "AWS_LAMBDA_MAX_CONCURRENCY",
-                        why: "it must be a whole number of at least 1".into(),
-                    })
-                }
-            },
-        };
+        let max_concurrency = max_concurrency(&lookup)?;
         let metrics_namespace = lookup("METRICS_NAMESPACE")
             .map(|n| n.trim().to_owned())
             .filter(|n| !n.is_empty())
@@ -198,6 +189,23 @@ impl Config {
             max_concurrency,
             metrics_namespace,
         })
+    }
+}
+
+/// `AWS_LAMBDA_MAX_CONCURRENCY`: how many invocations the environment runs at once (1 unset).
+pub fn max_concurrency(lookup: &impl Fn(&str) -> Option<String>) -> Result<usize, ConfigError> {
+    match lookup("AWS_LAMBDA_MAX_CONCURRENCY")
+        .as_deref()
+        .map(str::trim)
+    {
+        None | Some("") => Ok(1),
+        Some(value) => match value.parse::<u32>() {
+            Ok(n) if n >= 1 => Ok(n as usize),
+            _ => Err(ConfigError::Invalid {
+                variable: "AWS_LAMBDA_MAX_CONCURRENCY",
+                why: "it must be a whole number of at least 1".into(),
+            }),
+        },
     }
 }
 
@@ -396,14 +404,58 @@ impl DatabaseConfig {
             connection,
             ssl_mode,
             root_cert,
+            iam_auth: None,
         }
     }
 
     pub fn from_lookup(lookup: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        match lookup("DATABASE_URL").filter(|url| !url.trim().is_empty()) {
-            Some(url) => Self::from_url(url.trim()),
-            None => Self::from_pg_variables(lookup),
+        let config = match lookup("DATABASE_URL").filter(|url| !url.trim().is_empty()) {
+            Some(url) => Self::from_url(url.trim())?,
+            None => Self::from_pg_variables(lookup)?,
+        };
+        match lookup("DATABASE_AUTH").as_deref().map(str::trim) {
+            None | Some("") | Some("password") => Ok(config),
+            Some("iam") => config.with_iam_auth(lookup),
+            Some(_) => Err(ConfigError::Invalid {
+                variable: "DATABASE_AUTH",
+                why: "use password (the default) or iam (an RDS auth token at every connect)"
+                    .into(),
+            }),
         }
+    }
+
+    /// Connects with an RDS auth token instead of a password. A token is a credential, so it
+    /// goes only over TLS; and it is signed for one host name.
+    fn with_iam_auth(
+        mut self,
+        lookup: &impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let refuse = |why: &str| {
+            Err(ConfigError::Invalid {
+                variable: "DATABASE_AUTH",
+                why: format!("with iam, {why}"),
+            })
+        };
+        if matches!(self.ssl_mode, SslMode::Disable | SslMode::Prefer) {
+            return refuse(&format!(
+                "sslmode must be require, verify-ca or verify-full, not {}: the token is a credential",
+                self.ssl_mode.name()
+            ));
+        }
+        if self.connection.get_hosts().len() != 1 {
+            return refuse("DATABASE_URL must name one host: a token is signed for one host name");
+        }
+        if self.connection.get_password().is_some() {
+            return refuse(
+                "DATABASE_URL and PGPASSWORD must hold no password: the token is the password",
+            );
+        }
+        const NEEDED_FOR: &str =
+            "DATABASE_AUTH=iam signs tokens with the function's AWS credentials and region (Lambda sets them)";
+        let credentials = AwsCredentials::from_lookup(lookup, NEEDED_FOR)?;
+        let region = crate::aws::region(lookup, NEEDED_FOR)?;
+        self.iam_auth = Some(IamAuth::new(credentials, region));
+        Ok(self)
     }
 
     /// Parses a libpq-style URL. `sslmode` and `sslrootcert` are taken out here because
@@ -588,6 +640,56 @@ mod tests {
         assert!(
             error_of(&[("MASKING_KEY", KEY), url, ("AUTO_MIGRATE", "yes")])
                 .starts_with("AUTO_MIGRATE is invalid")
+        );
+    }
+
+    #[test]
+    fn iam_auth_needs_tls_one_host_no_password_and_aws_credentials() {
+        let aws = [
+            ("MASKING_KEY", KEY),
+            ("DATABASE_AUTH", "iam"),
+            ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+            ("AWS_SECRET_ACCESS_KEY", "secret-access-key"),
+            ("AWS_REGION", "eu-west-1"),
+        ];
+        let with_url = |url: &'static str| {
+            let mut vars = aws.to_vec();
+            vars.push(("DATABASE_URL", url));
+            config(&vars)
+                .map(|c| c.database.iam_auth.is_some())
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(with_url("postgres://u@h/d?sslmode=require"), Ok(true));
+        for (url, why) in [
+            (
+                "postgres://u@h/d",
+                "sslmode must be require, verify-ca or verify-full, not prefer",
+            ),
+            ("postgres://u@h/d?sslmode=disable", "not disable"),
+            ("postgres://u@h1,h2/d?sslmode=require", "must name one host"),
+            (
+                "postgres://u:pw@h/d?sslmode=require",
+                "must hold no password",
+            ),
+        ] {
+            let error = with_url(url).unwrap_err();
+            assert!(
+                error.starts_with("DATABASE_AUTH is invalid: with iam,") && error.contains(why),
+                "{error}"
+            );
+        }
+        let mut no_region = aws.to_vec();
+        no_region.retain(|(name, _)| *name != "AWS_REGION");
+        no_region.push(("DATABASE_URL", "postgres://u@h/d?sslmode=require"));
+        assert!(error_of(&no_region).starts_with("AWS_REGION is not set"));
+        let error = error_of(&[
+            ("MASKING_KEY", KEY),
+            ("DATABASE_URL", "postgres://u@h/d"),
+            ("DATABASE_AUTH", "token"),
+        ]);
+        assert!(
+            error.starts_with("DATABASE_AUTH is invalid: use password"),
+            "{error}"
         );
     }
 

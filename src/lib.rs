@@ -4,13 +4,16 @@
 //! outcome -> SqsBatchResponse`. The pure core ([`login`], [`mask`], [`batch`]) knows nothing of
 //! Lambda or PostgreSQL; [`store`] and [`handler`] are the edges. See ARCHITECTURE.md.
 
+pub mod aws;
 pub mod batch;
 pub mod config;
 pub mod handler;
+pub mod iam_auth;
 pub mod logging;
 pub mod login;
 pub mod mask;
 pub mod metrics;
 pub mod recovery;
+pub mod secrets;
 pub mod store;
 pub mod vault;

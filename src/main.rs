@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{service_fn, LambdaEvent};
-use login_etl::config::Config;
+use login_etl::config::{self, Config};
 use login_etl::handler::Processor;
 use login_etl::metrics::Emf;
+use login_etl::secrets;
 use login_etl::store::{Store, StoreOptions};
 use tokio::time::Instant;
 
@@ -17,25 +18,29 @@ const INIT_BUDGET: Duration = Duration::from_secs(8);
 
 fn main() -> Result<(), lambda_runtime::Error> {
     login_etl::logging::init();
-    let config = match Config::from_env() {
-        Ok(config) => config,
+    let max_concurrency = match config::max_concurrency(&environment) {
+        Ok(n) => n,
         Err(error) => return Err(init_failed(error.into())),
     };
     // One thread serves one invocation at a time (classic Lambda). An environment of Lambda
     // Managed Instances serves several at once and has the vCPUs for them: parsing and masking
     // then run in parallel.
-    let runtime = if config.max_concurrency > 1 {
+    let runtime = if max_concurrency > 1 {
         tokio::runtime::Builder::new_multi_thread()
     } else {
         tokio::runtime::Builder::new_current_thread()
     }
     .enable_all()
     .build()?;
-    runtime.block_on(serve(config))
+    runtime.block_on(serve())
 }
 
-async fn serve(config: Config) -> Result<(), lambda_runtime::Error> {
-    let processor = match start(config).await {
+fn environment(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+async fn serve() -> Result<(), lambda_runtime::Error> {
+    let processor = match start().await {
         Ok(processor) => Arc::new(processor),
         Err(error) => return Err(init_failed(error)),
     };
@@ -53,8 +58,11 @@ async fn serve(config: Config) -> Result<(), lambda_runtime::Error> {
     .await
 }
 
-async fn start(config: Config) -> Result<Processor, lambda_runtime::Error> {
+/// Reads the configuration (with `SECRET_ARN`, the secret, once), connects, checks the schema.
+async fn start() -> Result<Processor, lambda_runtime::Error> {
     let deadline = Instant::now() + INIT_BUDGET;
+    let settings = secrets::settings(environment).await?;
+    let config = Config::from_lookup(|name| settings.get(name))?;
     let options = StoreOptions {
         with_vault: config.masker.recovery_key_id().is_some(),
         migrate: config.auto_migrate,

@@ -181,7 +181,8 @@ async fn open_client(
     deadline: Instant,
 ) -> Result<(Client, JoinHandle<()>), StoreError> {
     let connect_deadline = deadline.min(Instant::now() + CONNECT_TIMEOUT);
-    let connecting = target.config.connection.connect(target.tls.clone());
+    let settings = connection_settings(&target.config)?;
+    let connecting = settings.connect(target.tls.clone());
     let (client, connection) = match timeout_at(connect_deadline, connecting).await {
         Err(_) => return Err(connect_error(&target.config, "no answer in time")),
         Ok(Err(e)) => return Err(connect_error(&target.config, &connect_detail(&e))),
@@ -233,6 +234,34 @@ async fn statements_for(
             })
         }
     }
+}
+
+/// The settings to connect with: with IAM authentication, a fresh token as the password (config
+/// checks there is one host and a user).
+fn connection_settings(config: &DatabaseConfig) -> Result<tokio_postgres::Config, StoreError> {
+    let mut settings = config.connection.clone();
+    if let Some(iam) = &config.iam_auth {
+        let host = match config.connection.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(name)) => name.clone(),
+            _ => {
+                return Err(StoreError::Unavailable(
+                    "IAM authentication needs a TCP host".into(),
+                ))
+            }
+        };
+        let port = config
+            .connection
+            .get_ports()
+            .first()
+            .copied()
+            .unwrap_or(5432);
+        let user = config.connection.get_user().unwrap_or_default();
+        let token = iam
+            .token(&host, port, user)
+            .map_err(|e| StoreError::Unavailable(format!("cannot make the RDS auth token: {e}")))?;
+        settings.password(token);
+    }
+    Ok(settings)
 }
 
 /// A plain client with the function's connection and TLS handling, for the command-line tools.

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::common::*;
+use login_etl::aws::AwsCredentials;
 use login_etl::config::DatabaseConfig;
+use login_etl::iam_auth::IamAuth;
 use login_etl::store::{Store, StoreError, StoreOptions};
 
 /// A CA, a server certificate for the name `localhost` only, and an unrelated second CA.
@@ -125,14 +127,7 @@ fn url(server: &PrivateServer, host: &str, params: &str) -> String {
 }
 
 async fn connects(url: &str) -> Result<(), StoreError> {
-    let config = DatabaseConfig::from_url(url).expect("URL parses");
-    let migrate = StoreOptions {
-        migrate: true,
-        ..StoreOptions::default()
-    };
-    Store::connect(config, migrate, in_seconds(10))
-        .await
-        .map(drop)
+    connects_with(DatabaseConfig::from_url(url).expect("URL parses")).await
 }
 
 #[tokio::test]
@@ -275,4 +270,125 @@ async fn an_unreadable_root_certificate_is_a_clear_error() {
             .contains("cannot read sslrootcert /nonexistent/ca.pem"),
         "{error}"
     );
+}
+
+/// A fixed signing time for tokens compared with another generator or given to a server.
+fn signing_time() -> std::time::SystemTime {
+    std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000)
+}
+
+fn iam_auth(session_token: Option<&str>) -> IamAuth {
+    let credentials = AwsCredentials::new(
+        "AKIDEXAMPLE",
+        "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+        session_token,
+    );
+    IamAuth::new(credentials, "eu-west-1".into()).with_clock(signing_time)
+}
+
+/// The token botocore (the AWS SDK for Python, from the SAM tools' venv) makes for the same
+/// inputs at the same time.
+fn botocore_token(host: &str, port: u16, user: &str, session_token: Option<&str>) -> String {
+    let python = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv-sam/bin/python");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/rds_auth_token_reference.py"
+    );
+    let output = Command::new(python)
+        .args([
+            script,
+            host,
+            &port.to_string(),
+            user,
+            "eu-west-1",
+            "AKIDEXAMPLE",
+            "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+            session_token.unwrap_or("-"),
+            "1700000000",
+        ])
+        .output()
+        .expect("the SAM tools' Python runs (`make test` installs .venv-sam)");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+#[test]
+fn rds_auth_tokens_match_botocore_byte_for_byte() {
+    for (host, port, user, session_token) in [
+        ("db.example", 5432, "login_etl", None),
+        (
+            "logins.cluster-abc.eu-west-1.rds.amazonaws.com",
+            6432,
+            "etl_writer",
+            Some("FwoGZXIvYXdzEJr//////////wEaDN+session/token=="),
+        ),
+    ] {
+        let ours = iam_auth(session_token).token(host, port, user).unwrap();
+        assert_eq!(ours, botocore_token(host, port, user, session_token));
+    }
+}
+
+/// PostgreSQL, asking this role for a password over TLS, accepts the token the function makes
+/// (set as the role's password ahead of time: RDS checks tokens itself); a token signed a
+/// second later is refused, so the token is what was sent.
+#[tokio::test]
+async fn postgres_accepts_the_token_as_the_password() {
+    let certificates = Certificates::make();
+    std::fs::write(
+        certificates.dir.join("pg_hba.conf"),
+        "hostssl all iam_user 127.0.0.1/32 scram-sha-256\nhostssl all all 127.0.0.1/32 trust\nlocal all all trust\n",
+    )
+    .unwrap();
+    hand_to_postgres_user(&certificates.dir);
+    let server = PrivateServer::start(&certificates.server_options());
+    let auth = iam_auth(None);
+    let token = auth.token("localhost", server.port, "iam_user").unwrap();
+    let admin = DatabaseConfig::from_url(&url(&server, "localhost", "sslmode=require")).unwrap();
+    let (client, connection) = admin.connection.connect(tls_for_tests()).await.unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!(
+            "CREATE ROLE iam_user LOGIN PASSWORD '{token}'; GRANT ALL ON SCHEMA public TO iam_user;"
+        ))
+        .await
+        .unwrap();
+    let as_iam_user = format!(
+        "postgres://iam_user@localhost:{}/login_etl?sslmode=verify-full&sslrootcert={}",
+        server.port,
+        certificates.path("ca.pem")
+    );
+    let mut config = DatabaseConfig::from_url(&as_iam_user).unwrap();
+    config.iam_auth = Some(auth);
+    connects_with(config.clone())
+        .await
+        .expect("the token is the password");
+
+    fn a_second_later() -> std::time::SystemTime {
+        signing_time() + std::time::Duration::from_secs(1)
+    }
+    config.iam_auth = Some(iam_auth(None).with_clock(a_second_later));
+    let refused = connects_with(config).await.unwrap_err().to_string();
+    assert!(refused.contains("28P01"), "{refused}");
+}
+
+fn tls_for_tests() -> postgres_native_tls::MakeTlsConnector {
+    let connector = native_tls::TlsConnector::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    postgres_native_tls::MakeTlsConnector::new(connector)
+}
+
+async fn connects_with(config: DatabaseConfig) -> Result<(), StoreError> {
+    let migrate = StoreOptions {
+        migrate: true,
+        ..StoreOptions::default()
+    };
+    Store::connect(config, migrate, in_seconds(10))
+        .await
+        .map(drop)
 }
