@@ -71,6 +71,11 @@ ensure_cargo_lambda() {
 
 # AWS SAM CLI and cfn-lint (with aws-sam-translator) in .venv-sam, for the offline template
 # checks; pinned together because sam pins the cfn-lint it lints with.
+# moto's server: the Secrets Manager API (with IAM permissions) that tests/it/secrets.rs reads.
+ensure_moto() {
+  ensure_pip_tool .venv-moto python3 "moto[server]==5.2.5"
+}
+
 ensure_sam_tools() {
   ensure_pip_tool .venv-sam python3 "aws-sam-cli==1.170.0" "cfn-lint==1.58.0"
 }

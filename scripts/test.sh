@@ -28,9 +28,10 @@ if [[ "$vendored" != *openssl-src* ]]; then
   exit 1
 fi
 
-step "set up: PostgreSQL, PgBouncer, cargo-lambda, LocalStack's SQS"
+step "set up: PostgreSQL, PgBouncer, moto's Secrets Manager, cargo-lambda, LocalStack's SQS"
 ensure_postgres
 ensure_pgbouncer
+ensure_moto
 ensure_cargo_lambda
 ensure_localstack_sqs
 

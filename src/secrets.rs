@@ -107,14 +107,10 @@ async fn get_secret_value(
     let (status, body) = call.send(credentials).await.map_err(failed)?;
     let answer: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     if status != 200 {
-        // The error's type, never its message (which can quote the request).
-        let kind = answer["__type"]
-            .as_str()
-            .map(|t| t.rsplit('#').next().unwrap_or(t).to_owned())
-            .unwrap_or_else(|| "an error".into());
+        let kind = error_type(&answer, &body);
         let what_to_do = match kind.as_str() {
             "ResourceNotFoundException" => "no such secret in this account and region; check SECRET_ARN and AWS_REGION",
-            "AccessDeniedException" => "the function's role may not read it; allow secretsmanager:GetSecretValue on this secret (and kms:Decrypt on its key)",
+            "AccessDeniedException" | "AccessDenied" => "the function's role may not read it; allow secretsmanager:GetSecretValue on this secret (and kms:Decrypt on its key)",
             "DecryptionFailure" => "its KMS key cannot be used; allow kms:Decrypt on the secret's key to the function's role",
             "UnrecognizedClientException" | "InvalidSignatureException" => "the credentials were refused",
             _ => "see the type for the cause",
@@ -127,6 +123,20 @@ async fn get_secret_value(
         .as_str()
         .map(str::to_owned)
         .ok_or_else(|| failed("it holds no SecretString (a binary secret?)".into()))
+}
+
+/// An AWS error's type, never its message (which can quote the request): `__type` in the JSON
+/// protocol, `<Code>` where an authorisation layer answers in XML.
+fn error_type(answer: &serde_json::Value, body: &[u8]) -> String {
+    if let Some(kind) = answer["__type"].as_str() {
+        return kind.rsplit('#').next().unwrap_or(kind).to_owned();
+    }
+    let text = String::from_utf8_lossy(body);
+    text.split_once("<Code>")
+        .and_then(|(_, rest)| rest.split_once("</Code>"))
+        .map(|(code, _)| code.to_owned())
+        .filter(|code| code.chars().all(|c| c.is_ascii_alphanumeric() || c == '.'))
+        .unwrap_or_else(|| "an error".into())
 }
 
 /// The secret's fields by the variable each stands for; every required field present.

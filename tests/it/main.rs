@@ -14,6 +14,7 @@ mod lambda_emulator;
 mod properties;
 mod recovery;
 mod reliability;
+mod secrets;
 mod sqs_e2e;
 mod tidy;
 mod tls;

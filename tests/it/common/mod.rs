@@ -3,6 +3,7 @@
 
 pub mod emulator;
 pub mod localstack;
+pub mod moto;
 pub mod pgbouncer;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
