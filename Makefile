@@ -1,5 +1,5 @@
 # The README's commands (make demo, make test, make demo-sqs), and a few more for day-to-day work.
-.PHONY: demo demo-sqs test bench lint build sam-tools
+.PHONY: demo demo-sqs test bench lint build sam-tools rds-ca
 
 demo:  ## run the main job: throw-away Postgres, the function under cargo lambda watch, sample events
 	bash scripts/demo.sh
@@ -23,3 +23,9 @@ sam-tools:  ## what the README's SAM deploy runs: the AWS SAM CLI (with cfn-lint
 build:  ## the deployable zip for arm64: target/lambda/login-etl/bootstrap.zip (a few minutes the first time)
 	rustup target add aarch64-unknown-linux-gnu
 	bash -c 'source scripts/lib.sh && ensure_cargo_lambda && cargo lambda build --release --arm64 --output-format zip'
+
+rds-ca:  ## the RDS certificate bundle for sslmode=verify-full, into target/rds-ca/ (template.yaml's layer; needs internet)
+	mkdir -p target/rds-ca
+	curl --fail --silent --show-error --location -o target/rds-ca/global-bundle.pem \
+	  https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem
+	@grep -c 'BEGIN CERTIFICATE' target/rds-ca/global-bundle.pem | sed 's/$$/ certificates in target\/rds-ca\/global-bundle.pem/'

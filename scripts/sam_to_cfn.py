@@ -7,8 +7,8 @@ template itself does not see inside them.
     sam_to_cfn.py template.yaml out.json
 
 Runs in the venv that has aws-sam-translator (it comes with aws-sam-cli and cfn-lint). Makes no
-AWS call: managed-policy names are not looked up (template.yaml uses none), and a local CodeUri is
-replaced by an S3 location, as `sam package` would do after uploading the code.
+AWS call: managed-policy names are not looked up (template.yaml uses none), and a local CodeUri (or a layer's
+ContentUri) is replaced by an S3 location, as `sam package` would do after uploading the code.
 """
 
 import json
@@ -30,14 +30,19 @@ class OfflinePolicyLoader:
         return {}
 
 
+# Where each packaged resource type keeps its local code.
+CODE_PROPERTIES = {"AWS::Serverless::Function": "CodeUri", "AWS::Serverless::LayerVersion": "ContentUri"}
+
+
 def with_packaged_code(template: dict) -> dict:
-    for resource in template.get("Resources", {}).values():
-        if resource.get("Type") != "AWS::Serverless::Function":
+    for name, resource in template.get("Resources", {}).items():
+        code_property = CODE_PROPERTIES.get(resource.get("Type"))
+        if code_property is None:
             continue
         properties = resource.setdefault("Properties", {})
-        code = properties.get("CodeUri", ".")
+        code = properties.get(code_property, ".")
         if not (isinstance(code, str) and code.startswith("s3://")):
-            properties["CodeUri"] = "s3://sam-artifacts-bucket/login-etl.zip"
+            properties[code_property] = f"s3://sam-artifacts-bucket/{name}.zip"
     return template
 
 

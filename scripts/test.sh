@@ -20,6 +20,11 @@ AWS_DEFAULT_REGION=us-east-1 SAM_CLI_TELEMETRY=0 .venv-sam/bin/sam validate --li
 .venv-sam/bin/python scripts/sam_to_cfn.py template.yaml "$TEMPLATE_JSON"
 .venv-sam/bin/cfn-lint --format parseable -- "$TEMPLATE_JSON"
 .venv-sam/bin/python scripts/check_localstack.py
+# No secret value in the function's configuration: secrets are read at start (SECRET_ARN).
+if grep -nE 'resolve:secretsmanager|^ +(DATABASE_URL|MASKING_KEY|MASKING_KEY_PREVIOUS|RECOVERY_KEY|PGPASSWORD):' template.yaml; then
+  echo "template.yaml puts a secret in the function's environment (above); name the secret with SECRET_ARN instead" >&2
+  exit 1
+fi
 # `make build` (the arm64 zip) takes minutes, so only its premise is checked here: for aarch64,
 # OpenSSL is built from source, as there is none to link against when cross-compiling.
 vendored="$(cargo tree --quiet --target aarch64-unknown-linux-gnu --edges normal,build --invert openssl-src --depth 0)"
