@@ -2,8 +2,8 @@
 //!
 //! Cold start is the time from spawning the process to its first `GET .../invocation/next`,
 //! which the runtime sends once `main` has read the configuration, built the masker, connected,
-//! prepared its statements and started the runtime client: the moment Lambda would consider
-//! init done. Two estimates of the part before connecting: the connect and prepare to the local
+//! prepared its statements, checked the schema, registered its shutdown extension and started
+//! the runtime client: the moment Lambda would consider init done. Two estimates of the part before connecting: the connect and prepare to the local
 //! server measured on their own in this process and subtracted; and the time until the binary
 //! exits when the database port refuses the connection (an upper bound: it includes building
 //! the TLS connector, the refused connect, the error log line and the process exit).
@@ -18,6 +18,7 @@ use login_etl::store::{Store, StoreOptions};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
 use tokio_postgres::Client;
 
@@ -110,10 +111,61 @@ pub async fn report(admin: &Client, url: &str, config: DatabaseConfig) {
 /// One execution environment: the binary, talking to our stub of the Runtime API.
 struct Function {
     child: Child,
-    listener: TcpListener,
+    /// The requests on connections other than `waiting` (see `serve_connections`).
+    requests: mpsc::Receiver<Request>,
     /// The runtime's connection, parked on its `GET /next`.
     waiting: BufReader<TcpStream>,
     cold_start: Duration,
+}
+
+/// A request of the function's runtime client, and the connection to answer it on.
+type Request = (String, String, Vec<u8>, BufReader<TcpStream>);
+
+const EXTENSION_REGISTER: &str = "/2020-01-01/extension/register";
+const EXTENSION_NEXT: &str = "/2020-01-01/extension/event/next";
+
+/// Accepts the function's connections and plays the Extensions API as Lambda does for the
+/// graceful-shutdown extension the function registers at init: the registration is answered,
+/// the extension's `event/next` is never (Lambda answers it with SHUTDOWN). Every other request
+/// is passed on, with its connection.
+fn serve_connections(listener: TcpListener) -> mpsc::Receiver<Request> {
+    let (sender, receiver) = mpsc::channel(16);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let sender = sender.clone();
+            tokio::spawn(async move {
+                let mut connection = BufReader::new(stream);
+                loop {
+                    let (method, path, body) = read_request(&mut connection).await;
+                    match path.as_str() {
+                        // The client closed the connection.
+                        "" => return,
+                        EXTENSION_REGISTER => {
+                            let answer = r#"{"functionName":"login-etl","functionVersion":"$LATEST","handler":"bootstrap"}"#;
+                            let head = format!(
+                                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                                 lambda-extension-identifier: bench-extension\r\n\
+                                 content-length: {}\r\n\r\n",
+                                answer.len()
+                            );
+                            let stream = connection.get_mut();
+                            stream.write_all(head.as_bytes()).await.unwrap();
+                            stream.write_all(answer.as_bytes()).await.unwrap();
+                        }
+                        EXTENSION_NEXT => std::future::pending::<()>().await,
+                        _ => {
+                            let _ = sender.send((method, path, body, connection)).await;
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    receiver
 }
 
 impl Function {
@@ -136,23 +188,22 @@ impl Function {
             .kill_on_drop(true)
             .spawn()
             .expect("spawn the login-etl binary");
-        let accepted = tokio::select! {
-            accepted = timeout(Duration::from_secs(30), listener.accept()) => accepted,
+        let mut requests = serve_connections(listener);
+        let first = tokio::select! {
+            first = timeout(Duration::from_secs(30), requests.recv()) => first,
             status = child.wait() => panic!(
                 "login-etl exited during init ({status:?}): {}",
                 std::fs::read_to_string(&log).unwrap_or_default()
             ),
         };
-        let (stream, _) = accepted
+        let (_, path, _, waiting) = first
             .expect("login-etl polled the Runtime API within 30 s")
             .unwrap();
-        let mut waiting = BufReader::new(stream);
-        let (_, path, _) = read_request(&mut waiting).await;
         let cold_start = spawned.elapsed();
         assert_eq!(path, NEXT, "the runtime's first request");
         Function {
             child,
-            listener,
+            requests,
             waiting,
             cold_start,
         }
@@ -212,27 +263,25 @@ impl Function {
         stream.write_all(head.as_bytes()).await.unwrap();
         stream.write_all(event).await.unwrap();
         // The response may come on this connection or a new one (hyper's pool decides).
-        loop {
-            let (method, path, body) = tokio::select! {
-                request = read_request(&mut self.waiting) => request,
-                accepted = self.listener.accept() => {
-                    self.waiting = BufReader::new(accepted.unwrap().0);
-                    continue;
-                }
-            };
-            let stream = self.waiting.get_mut();
-            stream
-                .write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 2\r\n\r\n{}")
-                .await
-                .unwrap();
-            match (method.as_str(), path.as_str()) {
-                ("POST", "/2018-06-01/runtime/invocation/bench-1/response") => return body,
-                ("POST", _) => panic!(
-                    "login-etl reported an error on {path}: {}",
-                    String::from_utf8_lossy(&body)
-                ),
-                _ => panic!("unexpected {method} {path} before the response"),
+        let (method, path, body) = tokio::select! {
+            request = read_request(&mut self.waiting) => request,
+            Some((method, path, body, connection)) = self.requests.recv() => {
+                self.waiting = connection;
+                (method, path, body)
             }
+        };
+        let stream = self.waiting.get_mut();
+        stream
+            .write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 2\r\n\r\n{}")
+            .await
+            .unwrap();
+        match (method.as_str(), path.as_str()) {
+            ("POST", "/2018-06-01/runtime/invocation/bench-1/response") => body,
+            ("POST", _) => panic!(
+                "login-etl reported an error on {path}: {}",
+                String::from_utf8_lossy(&body)
+            ),
+            _ => panic!("unexpected {method} {path} before the response"),
         }
     }
 
