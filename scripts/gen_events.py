@@ -231,8 +231,9 @@ def bad_input(gen: Generator) -> Batch:
 
 
 def fifo_batch(gen: Generator) -> Batch:
-    """A FIFO queue: order matters, so processing stops at the first failure and that message and
-    every later one are reported (SQS then redelivers them in order)."""
+    """A FIFO queue with one message group (one user): order matters within a group, so after the
+    group's first failure that message and every later one of the group are reported (SQS then
+    redelivers them in order); other groups would go on."""
     batch = Batch("fifo-batch.json")
     sent = millis("2024-11-26T12:00:00.000")
     user = gen.login(locale=None)
@@ -243,7 +244,7 @@ def fifo_batch(gen: Generator) -> Batch:
             failed = True
         else:
             fields = gen.login(user_id=user["user_id"], device_id=user["device_id"], locale=None)
-            why = "held back: an earlier message of this FIFO batch failed" if failed else ""
+            why = "held back: an earlier message of its FIFO message group failed" if failed else ""
         batch.add(gen.record(body_of(fields), sent, FIFO_QUEUE, group=user["user_id"]), why)
         sent = gen.later(sent)
     return batch

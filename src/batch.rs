@@ -33,6 +33,8 @@ pub struct LoginRow {
     pub first_receive: bool,
     /// Where the message stands in the batch as delivered (the response keeps that order).
     pub position: usize,
+    /// On a FIFO queue, the message's group (`MessageGroupId`): order holds within a group only.
+    pub message_group: Option<String>,
 }
 
 /// The ids of the keys a batch was masked and sealed with, stored beside the rows.
@@ -74,12 +76,13 @@ pub struct BatchPlan {
     /// order, which matters there more (their batches are at most 10 messages, written by one
     /// INSERT whose SQL sorts them).
     pub rows: Vec<LoginRow>,
-    /// Messages that are not valid login events, plus, on FIFO queues, every message after the
-    /// first failure.
+    /// Messages that are not valid login events, plus, on FIFO queues, every later message of
+    /// the same message group.
     pub invalid: Vec<Failure>,
     /// The same messageId more than once in this batch: stored (or failed) once, reported once.
     pub repeated_in_batch: usize,
-    /// A FIFO queue: after the first failure nothing later may be stored, or order breaks.
+    /// A FIFO queue: after a failure nothing later of the same message group may be stored, or
+    /// the group's order breaks; other groups go on.
     pub fifo: bool,
     pub key_ids: KeyIds,
 }
@@ -124,6 +127,8 @@ pub struct Planner<'a> {
     /// The first entry of `order` not planned yet.
     next: usize,
     seen: HashSet<&'a str>,
+    /// On FIFO queues, the message groups with a failed message so far.
+    failed_groups: HashSet<Option<&'a str>>,
     plan: BatchPlan,
 }
 
@@ -151,6 +156,7 @@ impl<'a> Planner<'a> {
             today,
             next: 0,
             seen: HashSet::with_capacity(records.len()),
+            failed_groups: HashSet::new(),
             plan: BatchPlan {
                 received: records.len(),
                 rows: Vec::with_capacity(records.len()),
@@ -216,13 +222,17 @@ impl<'a> Planner<'a> {
             reason,
             position,
         };
-        if self.plan.fifo && !self.plan.invalid.is_empty() {
+        let group = message_group_of(record);
+        if self.plan.fifo && self.failed_groups.contains(&group) {
             self.plan.invalid.push(fail(FIFO_STOPPED.to_owned()));
             return;
         }
         match row_from(record, message_id, position, self.masker, self.today) {
             Ok(row) => self.plan.rows.push(row),
-            Err(reason) => self.plan.invalid.push(fail(reason)),
+            Err(reason) => {
+                self.failed_groups.insert(group);
+                self.plan.invalid.push(fail(reason));
+            }
         }
     }
 }
@@ -239,8 +249,14 @@ fn first_receive(record: &SqsMessage) -> bool {
         .is_some_and(|count| count == "1")
 }
 
-/// The reason given for FIFO messages held back behind an earlier failure.
-pub const FIFO_STOPPED: &str = "not processed: an earlier message of this FIFO batch failed";
+/// The reason given for FIFO messages held back behind an earlier failure of their group.
+pub const FIFO_STOPPED: &str =
+    "not processed: an earlier message of its FIFO message group failed in this batch";
+
+/// The message's FIFO group (`MessageGroupId`); `None` on standard queues.
+fn message_group_of(record: &SqsMessage) -> Option<&str> {
+    record.attributes.get("MessageGroupId").map(String::as_str)
+}
 
 fn is_fifo(record: &SqsMessage) -> bool {
     record
@@ -281,6 +297,7 @@ fn row_from(
         create_date,
         first_receive: first_receive(record),
         position,
+        message_group: message_group_of(record).map(str::to_owned),
     })
 }
 
@@ -365,8 +382,9 @@ mod tests {
         m
     }
 
-    fn fifo(mut m: SqsMessage) -> SqsMessage {
+    fn fifo(mut m: SqsMessage, group: &str) -> SqsMessage {
         m.event_source_arn = Some("arn:aws:sqs:us-east-1:000000000000:login-queue.fifo".into());
+        m.attributes.insert("MessageGroupId".into(), group.into());
         m
     }
 
@@ -478,24 +496,26 @@ mod tests {
     }
 
     #[test]
-    fn fifo_batches_stop_at_the_first_failure() {
+    fn fifo_batches_stop_a_group_at_its_first_failure_and_let_other_groups_go_on() {
         let records = [
-            fifo(message("a", GOOD)),
-            fifo(message("b", "{}")),
-            fifo(message("c", GOOD)),
-            fifo(message("d", GOOD)),
+            fifo(message("a", GOOD), "g1"),
+            fifo(message("b", GOOD), "g2"),
+            fifo(message("c", "{}"), "g1"),
+            fifo(message("d", GOOD), "g2"),
+            fifo(message("e", GOOD), "g1"),
+            fifo(message("f", GOOD), "g3"),
         ];
         let plan = plan_batch(&records, &masker(), TODAY).unwrap();
+        let stored: Vec<_> = plan.rows.iter().map(|r| r.message_id.as_str()).collect();
         assert_eq!(
-            plan.rows
-                .iter()
-                .map(|r| r.message_id.as_str())
-                .collect::<Vec<_>>(),
-            ["a"]
+            stored,
+            ["a", "b", "d", "f"],
+            "delivery order, other groups go on"
         );
         let failed: Vec<_> = plan.invalid.iter().map(|f| f.message_id.as_str()).collect();
-        assert_eq!(failed, ["b", "c", "d"]);
-        assert_eq!(plan.invalid[2].reason, FIFO_STOPPED);
+        assert_eq!(failed, ["c", "e"]);
+        assert_eq!(plan.invalid[1].reason, FIFO_STOPPED);
+        assert_eq!(plan.rows[1].message_group.as_deref(), Some("g2"));
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod sql;
 mod tls;
 mod write;
 
+use std::collections::HashSet;
 use std::ops::Range;
 use std::time::Duration;
 
@@ -184,8 +185,9 @@ impl Store {
 
     /// Writes `rows`, isolating rows the database refuses for their data: a failed statement is
     /// split in halves until the offending rows stand alone (about log2(n) extra round trips per
-    /// bad row). With `stop_at_first_failure` (FIFO queues), rows after the first failure are
-    /// held back. Rows not confirmed before `deadline` are reported as failures, never as stored.
+    /// bad row). With `fifo` (FIFO queues, rows in delivery order), a failed statement is split
+    /// into single rows written in order instead, and the rows after a failed one of the same
+    /// message group are held back; other groups go on. Rows not confirmed before `deadline` are reported as failures, never as stored.
     ///
     /// Returns an error only when nothing more can be done for the batch now: the database is
     /// gone even after one reconnect, or refuses the statement itself.
@@ -194,11 +196,11 @@ impl Store {
         rows: &[LoginRow],
         key_ids: &KeyIds,
         deadline: Instant,
-        stop_at_first_failure: bool,
+        fifo: bool,
     ) -> Result<WriteReport, StoreError> {
         let mut session = self.session().await?;
         let report = session
-            .write_isolating_failures(rows, key_ids, deadline, stop_at_first_failure, None)
+            .write_isolating_failures(rows, key_ids, deadline, fifo, None)
             .await;
         self.end(session);
         report
@@ -215,7 +217,7 @@ impl Store {
         source: &mut dyn RowSource,
         key_ids: &KeyIds,
         deadline: Instant,
-        stop_at_first_failure: bool,
+        fifo: bool,
     ) -> Result<WriteReport, StoreError> {
         let mut session = match self.session().await {
             Ok(session) => session,
@@ -225,7 +227,7 @@ impl Store {
             }
         };
         let report = session
-            .write_streaming(source, key_ids, deadline, stop_at_first_failure)
+            .write_streaming(source, key_ids, deadline, fifo)
             .await;
         self.end(session);
         report
@@ -239,12 +241,12 @@ impl Session<'_> {
         source: &mut dyn RowSource,
         key_ids: &KeyIds,
         deadline: Instant,
-        stop_at_first_failure: bool,
+        fifo: bool,
     ) -> Result<WriteReport, StoreError> {
         // Only a COPY streams, and only prepared statements without the vault use one.
         let streamed = !self.target.with_vault
             && self.target.statement_mode == StatementMode::Prepared
-            && !stop_at_first_failure
+            && !fifo
             && source.max_rows() >= COPY_FROM_ROWS
             && Instant::now() < deadline;
         let first = if streamed {
@@ -257,14 +259,8 @@ impl Session<'_> {
         };
         // After an error or the deadline the rest still has to be planned and reported.
         while source.plan_more() {}
-        self.write_isolating_failures(
-            source.planned(),
-            key_ids,
-            deadline,
-            stop_at_first_failure,
-            first,
-        )
-        .await
+        self.write_isolating_failures(source.planned(), key_ids, deadline, fifo, first)
+            .await
     }
 
     /// One attempt on the current connection, opening one first if there is none.
@@ -306,7 +302,7 @@ impl Session<'_> {
         rows: &[LoginRow],
         key_ids: &KeyIds,
         deadline: Instant,
-        stop_at_first_failure: bool,
+        fifo: bool,
         mut first: Option<Result<usize, Attempt>>,
     ) -> Result<WriteReport, StoreError> {
         let mut report = WriteReport::default();
@@ -315,14 +311,28 @@ impl Session<'_> {
         pending.push(0..rows.len());
         let mut reconnected = false;
         let mut contention_retries = 0;
+        // FIFO: the message groups with a failed row so far.
+        let mut failed_groups: HashSet<Option<&str>> = HashSet::new();
         while let Some(range) = pending.pop() {
+            if fifo {
+                for failure in &report.failures {
+                    if let Some(row) = rows.iter().find(|row| row.position == failure.position) {
+                        failed_groups.insert(row.message_group.as_deref());
+                    }
+                }
+            }
             let attempt = match first.take() {
                 Some(attempt) => attempt,
                 None => {
                     if range.is_empty() {
                         continue;
                     }
-                    if stop_at_first_failure && !report.failures.is_empty() {
+                    // In FIFO mode a range is the whole batch or, after a refusal, one row.
+                    if fifo
+                        && rows[range.clone()]
+                            .iter()
+                            .any(|row| failed_groups.contains(&row.message_group.as_deref()))
+                    {
                         report.failures.extend(fail_all(&rows[range], FIFO_STOPPED));
                         continue;
                     }
@@ -368,6 +378,11 @@ impl Session<'_> {
                         &rows[range.start],
                         format!("the database refused the row ({})", describe(&e)),
                     )),
+                    // FIFO: one row at a time, in order, so that a refused row holds back only
+                    // the later rows of its own group (FIFO batches hold at most 10 messages).
+                    ErrorKind::RowData if fifo => {
+                        pending.extend(range.rev().map(|i| i..i + 1));
+                    }
                     ErrorKind::RowData => {
                         let middle = range.start + range.len() / 2;
                         pending.push(middle..range.end);

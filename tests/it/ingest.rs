@@ -347,6 +347,53 @@ async fn fifo_batches_stop_at_the_first_row_the_database_refuses() {
     );
 }
 
+/// Order matters within a FIFO message group only: a refused row (g1) and an invalid message
+/// (g2) hold back the later messages of their own group; the other groups' messages, before and
+/// after them, are stored.
+#[tokio::test]
+async fn fifo_groups_interleaved_in_a_batch_flow_independently() {
+    let db = TestDb::new().await;
+    db.refuse_banned_user().await;
+    let processor = db.processor().await;
+    let banned = body_with("user_id", Some(json!("banned")));
+    // (id, group, body): g1 1-3, g2 1-3 and g3 1-2 interleaved.
+    let batch = [
+        ("g1-1", "g1", GOOD_BODY),
+        ("g2-1", "g2", GOOD_BODY),
+        ("g3-1", "g3", GOOD_BODY),
+        ("g1-2", "g1", banned.as_str()),
+        ("g2-2", "g2", "not a login"),
+        ("g3-2", "g3", GOOD_BODY),
+        ("g1-3", "g1", GOOD_BODY),
+        ("g2-3", "g2", GOOD_BODY),
+    ];
+    let records: Vec<_> = batch
+        .iter()
+        .map(|(id, group, body)| fifo_record(id, group, body))
+        .collect();
+    let outcome = processor.process(&records, in_seconds(10)).await.unwrap();
+    assert_eq!(failed_ids(&outcome), ["g1-2", "g2-2", "g1-3", "g2-3"]);
+    let held_back: Vec<&str> = outcome
+        .failures
+        .iter()
+        .filter(|f| f.reason == login_etl::batch::FIFO_STOPPED)
+        .map(|f| f.message_id.as_str())
+        .collect();
+    assert_eq!(held_back, ["g1-3", "g2-3"]);
+    assert_eq!(
+        db.stored_message_ids().await,
+        ["g1-1", "g2-1", "g3-1", "g3-2"]
+    );
+}
+
+fn fifo_record(id: &str, group: &str, body: &str) -> aws_lambda_events::event::sqs::SqsMessage {
+    let mut record = sqs_record_on("login-queue.fifo", id, body);
+    record
+        .attributes
+        .insert("MessageGroupId".into(), group.into());
+    record
+}
+
 #[tokio::test]
 async fn a_database_that_goes_away_fails_the_batch_and_recovers_without_a_restart() {
     let db = TestDb::new().await;
