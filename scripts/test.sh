@@ -54,9 +54,10 @@ for _ in 1 2; do
   done
 done
 
-step "build the Lambda binary and login-etl-esm"
+step "build the Lambda binary, login-etl-esm and login-etl-dlq"
 cargo build --bin login-etl
 cargo build -p login-etl-esm  # the event source mapping the queue tests run
+cargo build -p login-etl-dlq  # the dead-letter tool they run
 
 step "tests (unit, PostgreSQL integration, PgBouncer, Lambda runtime emulator, SQS end to end)"
 # Every log line the function writes during the suite is kept here and scanned for PII below.

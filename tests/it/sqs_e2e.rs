@@ -532,3 +532,115 @@ async fn ctrl_c_while_a_batch_gathers_gives_its_messages_back_at_once() {
     .await;
     assert_eq!(db.count().await, 0, "nothing was sent to the function");
 }
+
+/// `login-etl-dlq` of the workspace member `crates/login-etl-dlq`, beside this test binary's
+/// folder, like `esm_binary`.
+fn dlq_tool(args: &[&str]) -> (bool, String, String) {
+    let exe = std::env::current_exe().unwrap();
+    let binary = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .unwrap()
+        .join("login-etl-dlq");
+    assert!(
+        binary.exists(),
+        "{} is missing: build it with `cargo build -p login-etl-dlq` (make test does)",
+        binary.display()
+    );
+    let output = Command::new(binary)
+        .args(["--endpoint-url", &localstack::endpoint()])
+        .args(args)
+        .envs(localstack::ENV.iter().copied())
+        .output()
+        .expect("login-etl-dlq runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// An operator's dead letters: one message the function cannot read, and one the database
+/// refused (a rule since removed). `login-etl-dlq list` says why each is there without deleting
+/// anything or showing a value; `redrive` sends the one that now passes back, where the function
+/// stores it; `redrive --all` empties the dead-letter queue by an SQS message-move task.
+#[tokio::test(flavor = "multi_thread")]
+async fn dead_letters_are_explained_without_values_and_redriven_once_they_pass() {
+    let db = TestDb::new().await;
+    db.refuse_banned_user().await;
+    let function = function_on(&db.url).await;
+    let queue = TestQueue::standard("login-dlq", 2, Some(1)).await;
+    let banned = json!({
+        "user_id": "banned", "app_version": "2.3.0", "device_type": "ios",
+        "ip": "203.0.113.9", "locale": "RU", "device_id": "123-45-6789"
+    })
+    .to_string();
+    let sent = queue
+        .send_all(&[login_body(1), NOT_A_LOGIN.to_owned(), banned])
+        .await;
+    let (good, unreadable, refused) = (&sent[0], &sent[1], &sent[2]);
+    let mut esm = Esm::start(&queue, &function, &["--drain"], "info");
+    esm.drained().await;
+    assert_eq!(db.stored_message_ids().await, std::slice::from_ref(good));
+    let dlq = queue.dlq_url.clone().unwrap();
+
+    let (ok, listed, errors) = dlq_tool(&["--dlq-url", &dlq, "list"]);
+    assert!(ok, "{errors}");
+    let line_of = |id: &str| {
+        listed
+            .lines()
+            .find(|l| l.starts_with(id))
+            .unwrap_or_else(|| panic!("{id} not listed: {listed}"))
+            .to_owned()
+    };
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    assert!(line_of(unreadable).contains("refused: "), "{listed}");
+    assert!(
+        line_of(refused).contains("passes validation now"),
+        "{listed}"
+    );
+    for line in listed.lines() {
+        assert!(
+            line.contains("receives=") && line.contains("first_sent=20"),
+            "{line}"
+        );
+    }
+    for value in [
+        "banned",
+        "203.0.113.9",
+        "123-45-6789",
+        "oops_wrong_msg_type",
+    ] {
+        assert!(!listed.contains(value), "a value is shown: {listed}");
+    }
+    eventually("both dead letters visible again", &esm, || async {
+        queue.dead_letter_depth().await == (2, 0, 0)
+    })
+    .await;
+
+    // The rule is gone: the refused message now passes. Only it goes back.
+    db.client()
+        .await
+        .batch_execute("ALTER TABLE user_logins DROP CONSTRAINT no_banned_users")
+        .await
+        .unwrap();
+    let (ok, report, errors) = dlq_tool(&["--dlq-url", &dlq, "redrive", "--message-id", refused]);
+    assert!(ok, "{errors}");
+    assert!(report.contains(&format!("moved {refused}")), "{report}");
+    let mut esm = Esm::start(&queue, &function, &["--drain"], "info");
+    esm.drained().await;
+    assert_eq!(db.count().await, 2, "{}", esm.log());
+    let (_, listed, _) = dlq_tool(&["--dlq-url", &dlq, "list"]);
+    assert_eq!(listed.lines().count(), 1, "{listed}");
+    assert!(listed.starts_with(unreadable.as_str()), "{listed}");
+
+    // Everything back, by SQS's own message-move task.
+    let (ok, report, errors) = dlq_tool(&["--dlq-url", &dlq, "redrive", "--all"]);
+    assert!(ok, "{report} {errors}");
+    eventually(
+        "the dead-letter queue empty, its message in the queue",
+        &esm,
+        || async { queue.dead_letter_depth().await == (0, 0, 0) && queue.depth().await.0 == 1 },
+    )
+    .await;
+}

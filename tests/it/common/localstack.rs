@@ -170,6 +170,15 @@ impl TestQueue {
         depth(&self.client, &self.url).await
     }
 
+    /// The same of the dead-letter queue.
+    pub async fn dead_letter_depth(&self) -> (u64, u64, u64) {
+        let url = self
+            .dlq_url
+            .as_ref()
+            .expect("the queue has a dead-letter queue");
+        depth(&self.client, url).await
+    }
+
     /// Every message in the dead-letter queue: (messageId, body), each once.
     pub async fn dead_letters(&self) -> Vec<(String, String)> {
         let url = self
