@@ -59,19 +59,19 @@ async fn function_on(database_url: &str) -> Emulator {
     emulator
 }
 
-/// The `login-etl-esm` binary of the workspace member `crates/login-etl-esm`, beside this test
+/// The binary `name` of the workspace member of that name (`crates/<name>`), beside this test
 /// binary's folder (`target/debug/deps/..`); cargo builds another package's binaries only when
 /// asked, which `make test` does.
-fn esm_binary() -> std::path::PathBuf {
+fn workspace_binary(name: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().unwrap();
     let binary = exe
         .parent()
         .and_then(|deps| deps.parent())
         .unwrap()
-        .join("login-etl-esm");
+        .join(name);
     assert!(
         binary.exists(),
-        "{} is missing: build it with `cargo build -p login-etl-esm` (make test does)",
+        "{} is missing: build it with `cargo build -p {name}` (make test does)",
         binary.display()
     );
     binary
@@ -86,7 +86,7 @@ struct Esm {
 
 impl Esm {
     fn start(queue: &TestQueue, function: &Emulator, args: &[&str], rust_log: &str) -> Esm {
-        let mut child = Command::new(esm_binary())
+        let mut child = Command::new(workspace_binary("login-etl-esm"))
             .args(["--queue-url", &queue.url, "--function-url", &function.url()])
             .args(["--endpoint-url", &localstack::endpoint()])
             .args(args)
@@ -533,21 +533,9 @@ async fn ctrl_c_while_a_batch_gathers_gives_its_messages_back_at_once() {
     assert_eq!(db.count().await, 0, "nothing was sent to the function");
 }
 
-/// `login-etl-dlq` of the workspace member `crates/login-etl-dlq`, beside this test binary's
-/// folder, like `esm_binary`.
+/// Runs `login-etl-dlq` on LocalStack's SQS: (success, stdout, stderr).
 fn dlq_tool(args: &[&str]) -> (bool, String, String) {
-    let exe = std::env::current_exe().unwrap();
-    let binary = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .unwrap()
-        .join("login-etl-dlq");
-    assert!(
-        binary.exists(),
-        "{} is missing: build it with `cargo build -p login-etl-dlq` (make test does)",
-        binary.display()
-    );
-    let output = Command::new(binary)
+    let output = Command::new(workspace_binary("login-etl-dlq"))
         .args(["--endpoint-url", &localstack::endpoint()])
         .args(args)
         .envs(localstack::ENV.iter().copied())
