@@ -115,8 +115,9 @@ const CANCELLED: &str = "not stored: the server cancelled the statement (SQLSTAT
 const CONTENTION_RETRIES: u32 = 5;
 
 impl Store {
-    /// Connects, migrates if asked, and prepares every statement, which checks the schema: a
-    /// missing table, column or index is a `StoreError::Schema` naming what to apply.
+    /// Opens the first connection: connects, migrates if asked, prepares the statements and
+    /// checks the schema with a write of no rows; a missing table, column, index or function is
+    /// a `StoreError::Schema` naming what to apply. More connections open as writes need them.
     pub async fn connect(
         config: DatabaseConfig,
         options: StoreOptions,
@@ -141,11 +142,6 @@ impl Store {
             connection.close().await;
         }
         tracing::info!(connections = count, "database connections closed");
-    }
-
-    /// How many connections are open and idle.
-    pub fn idle_connections_count(&self) -> usize {
-        self.idle_connections().len()
     }
 
     fn idle_connections(&self) -> std::sync::MutexGuard<'_, Vec<Connection>> {
@@ -187,7 +183,8 @@ impl Store {
     /// split in halves until the offending rows stand alone (about log2(n) extra round trips per
     /// bad row). With `fifo` (FIFO queues, rows in delivery order), a failed statement is split
     /// into single rows written in order instead, and the rows after a failed one of the same
-    /// message group are held back; other groups go on. Rows not confirmed before `deadline` are reported as failures, never as stored.
+    /// message group are held back; other groups go on. Rows not confirmed before `deadline` are
+    /// reported as failures, never as stored.
     ///
     /// Returns an error only when nothing more can be done for the batch now: the database is
     /// gone even after one reconnect, or refuses the statement itself.
