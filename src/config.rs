@@ -150,11 +150,9 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl Config {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
-    }
-
-    /// Reads configuration through `lookup`, so tests need not touch the process environment.
+    /// Reads configuration through `lookup`: the environment with the secret's values over it
+    /// (`secrets::settings`, as `main` does), or in tests a map. There is no `from_env`: reading
+    /// the environment alone would skip `SECRET_ARN`.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let masker = masking_key(&lookup, KeySlot::Current)?.ok_or(ConfigError::Missing {
             variable: "MASKING_KEY",
