@@ -29,6 +29,8 @@
 //! Results go to stdout (markdown) and to CSV (`target/capacity.csv`,
 //! `target/capacity-statements.csv`); `scripts/plot_capacity.py` draws `docs/capacity.png`.
 
+#[path = "../database/mod.rs"]
+mod database;
 #[path = "../workload/mod.rs"]
 mod workload;
 
@@ -44,9 +46,11 @@ use aws_lambda_events::event::sqs::SqsMessage;
 use login_etl::config::DatabaseConfig;
 use login_etl::handler::Processor;
 use login_etl::mask::Masker;
-use login_etl::store::{StatementMode, Store, StoreOptions, MIGRATIONS};
+use login_etl::store::{StatementMode, Store, StoreOptions};
 use tokio::time::Instant;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
+
+use database::connect;
 
 const BENCH_DATABASE: &str = "login_etl_capacity";
 
@@ -583,47 +587,11 @@ fn percentile_ms(latencies: &mut [Duration], p: f64) -> f64 {
     latencies[rank.min(latencies.len()) - 1].as_secs_f64() * 1e3
 }
 
-async fn connect(url: &str) -> Client {
-    let (client, connection) = tokio_postgres::connect(url, NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("cannot connect to the benchmark PostgreSQL: {e}"));
-    tokio::spawn(connection);
-    client
-}
-
-/// The server URL with another database (keeps the query string).
-fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = url.split_once('?').unwrap_or((url, ""));
-    let authority = base.find("://").map_or(0, |i| i + 3);
-    let path = base[authority..]
-        .find('/')
-        .map_or(base.len(), |i| authority + i);
-    let mut out = format!("{}/{database}", &base[..path]);
-    if !query.is_empty() {
-        out.push('?');
-        out.push_str(query);
-    }
-    out
-}
-
-/// A fresh, migrated benchmark database; returns its URL.
+/// A fresh, migrated benchmark database with the commit probe's table; returns its URL.
 async fn fresh_database(server_url: &str) -> String {
-    let server = connect(server_url).await;
-    for sql in [
-        format!("DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)"),
-        format!("CREATE DATABASE {BENCH_DATABASE}"),
-    ] {
-        server
-            .batch_execute(&sql)
-            .await
-            .expect("create the benchmark database");
-    }
-    let url = with_database(server_url, BENCH_DATABASE);
-    let client = connect(&url).await;
-    for sql in MIGRATIONS {
-        client.batch_execute(sql).await.expect("migration applies");
-    }
-    client
+    let url = database::fresh_database(server_url, BENCH_DATABASE).await;
+    connect(&url)
+        .await
         .batch_execute("CREATE TABLE capacity_commit_probe (n integer)")
         .await
         .expect("create the commit probe table");

@@ -16,6 +16,8 @@
 //! Finally it starts the real release binary against a stub of the Lambda Runtime API to time
 //! the cold start and read the peak RSS after a 5,000-record batch (see `lambda_binary.rs`).
 
+#[path = "../database/mod.rs"]
+mod database;
 #[path = "../workload/mod.rs"]
 mod workload;
 
@@ -30,10 +32,12 @@ use login_etl::batch::{plan_batch, LoginRow};
 use login_etl::config::DatabaseConfig;
 use login_etl::handler::Processor;
 use login_etl::mask::Masker;
-use login_etl::store::{Store, StoreOptions, MIGRATIONS};
+use login_etl::store::{Store, StoreOptions};
 use time::OffsetDateTime;
 use tokio::time::Instant;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
+
+use database::{connect, fresh_database};
 
 const BENCH_DATABASE: &str = "login_etl_bench";
 
@@ -246,50 +250,6 @@ pub fn peak_rss_mib(pid: &str) -> f64 {
         .map_or(f64::NAN, |kib| kib / 1024.0)
 }
 
-async fn connect(url: &str) -> Client {
-    let (client, connection) = tokio_postgres::connect(url, NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("cannot connect to the benchmark PostgreSQL: {e}"));
-    tokio::spawn(connection);
-    client
-}
-
-/// The server URL with another database (keeps the query string).
-fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = url.split_once('?').unwrap_or((url, ""));
-    let authority = base.find("://").map_or(0, |i| i + 3);
-    let path = base[authority..]
-        .find('/')
-        .map_or(base.len(), |i| authority + i);
-    let mut out = format!("{}/{database}", &base[..path]);
-    if !query.is_empty() {
-        out.push('?');
-        out.push_str(query);
-    }
-    out
-}
-
-/// A fresh, migrated benchmark database; returns its URL.
-async fn fresh_database(server_url: &str) -> String {
-    let server = connect(server_url).await;
-    // Two calls: a multi-statement string would run as one transaction, which these refuse.
-    for sql in [
-        format!("DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)"),
-        format!("CREATE DATABASE {BENCH_DATABASE}"),
-    ] {
-        server
-            .batch_execute(&sql)
-            .await
-            .expect("create the benchmark database");
-    }
-    let url = with_database(server_url, BENCH_DATABASE);
-    let client = connect(&url).await;
-    for sql in MIGRATIONS {
-        client.batch_execute(sql).await.expect("migration applies");
-    }
-    url
-}
-
 async fn setting(client: &Client, name: &str) -> String {
     client
         .query_one(&format!("SHOW {name}"), &[])
@@ -333,7 +293,7 @@ async fn main() {
     let server_url = std::env::var("DATABASE_URL").unwrap_or_else(|_| {
         panic!("DATABASE_URL must name a PostgreSQL server; `make bench` starts a durable one")
     });
-    let url = fresh_database(&server_url).await;
+    let url = fresh_database(&server_url, BENCH_DATABASE).await;
     let admin = connect(&url).await;
     if !print_machine(&admin).await {
         println!(
