@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{
-    sign, SignableBody, SignableRequest, SignatureLocation, SigningSettings,
+    sign, SignableBody, SignableRequest, SignatureLocation, SigningInstructions, SigningSettings,
 };
 use aws_sigv4::sign::v4;
 use http_body_util::{BodyExt, Full};
@@ -106,21 +106,9 @@ pub fn presigned(
     let mut settings = SigningSettings::default();
     settings.signature_location = SignatureLocation::QueryParams;
     settings.expires_in = Some(expires_in);
-    let identity = credentials.for_signer().into();
-    let params = v4::SigningParams::builder()
-        .identity(&identity)
-        .region(region)
-        .name(service)
-        .time(time)
-        .settings(settings)
-        .build()
-        .map_err(|e| e.to_string())?
-        .into();
     let signable = SignableRequest::new("GET", url, std::iter::empty(), SignableBody::Bytes(&[]))
         .map_err(|e| e.to_string())?;
-    let (instructions, _signature) = sign(signable, &params)
-        .map_err(|e| e.to_string())?
-        .into_parts();
+    let instructions = signed(credentials, service, region, time, settings, signable)?;
     // The signing parameters in the order the AWS CLI and botocore print them (the order does
     // not change what the token proves, but then the tokens are the same byte for byte).
     let mut signing: Vec<(&str, &str)> = instructions
@@ -145,6 +133,32 @@ pub fn presigned(
         token.push_str(&query_escaped(value));
     }
     Ok(token)
+}
+
+/// SigV4 of `signable` for `service` in `region` at `time`: the headers or query parameters to
+/// add to the request.
+fn signed(
+    credentials: &AwsCredentials,
+    service: &str,
+    region: &str,
+    time: SystemTime,
+    settings: SigningSettings,
+    signable: SignableRequest<'_>,
+) -> Result<SigningInstructions, String> {
+    let identity = credentials.for_signer().into();
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(region)
+        .name(service)
+        .time(time)
+        .settings(settings)
+        .build()
+        .map_err(|e| e.to_string())?
+        .into();
+    let (instructions, _signature) = sign(signable, &params)
+        .map_err(|e| e.to_string())?
+        .into_parts();
+    Ok(instructions)
 }
 
 /// The order of a presigned URL's SigV4 parameters, as AWS's CLI writes them.
@@ -189,16 +203,7 @@ impl JsonCall<'_> {
     pub async fn send(self, credentials: &AwsCredentials) -> Result<(u16, Vec<u8>), String> {
         tokio::time::timeout(CALL_TIMEOUT, self.send_unbounded(credentials))
             .await
-            .map_err(|_| {
-                format!(
-                    "no answer from {} within {CALL_TIMEOUT:?}",
-                    self.endpoint_name()
-                )
-            })?
-    }
-
-    fn endpoint_name(&self) -> String {
-        self.endpoint.to_owned()
+            .map_err(|_| format!("no answer from {} within {CALL_TIMEOUT:?}", self.endpoint))?
     }
 
     async fn send_unbounded(&self, credentials: &AwsCredentials) -> Result<(u16, Vec<u8>), String> {
@@ -231,16 +236,6 @@ impl JsonCall<'_> {
             .header("x-amz-target", self.target)
             .body(Full::new(Bytes::from(self.body.clone())))
             .map_err(|e| e.to_string())?;
-        let identity = credentials.for_signer().into();
-        let params = v4::SigningParams::builder()
-            .identity(&identity)
-            .region(self.region)
-            .name(self.service)
-            .time(SystemTime::now())
-            .settings(SigningSettings::default())
-            .build()
-            .map_err(|e| e.to_string())?
-            .into();
         let headers: Vec<(String, String)> = request
             .headers()
             .iter()
@@ -258,10 +253,16 @@ impl JsonCall<'_> {
             SignableBody::Bytes(self.body.as_bytes()),
         )
         .map_err(|e| e.to_string())?;
-        let (instructions, _signature) = sign(signable, &params)
-            .map_err(|e| e.to_string())?
-            .into_parts();
-        instructions.apply_to_request_http1x(&mut request);
+        let settings = SigningSettings::default();
+        signed(
+            credentials,
+            self.service,
+            self.region,
+            SystemTime::now(),
+            settings,
+            signable,
+        )?
+        .apply_to_request_http1x(&mut request);
 
         let stream = TcpStream::connect((host.as_str(), port))
             .await

@@ -222,13 +222,21 @@ impl<'a> Planner<'a> {
             reason,
             position,
         };
-        let group = message_group_of(record);
+        // Only FIFO batches have groups: a standard batch pays no lookup per record.
+        let group = if self.plan.fifo {
+            message_group_of(record)
+        } else {
+            None
+        };
         if self.plan.fifo && self.failed_groups.contains(&group) {
             self.plan.invalid.push(fail(FIFO_STOPPED.to_owned()));
             return;
         }
         match row_from(record, message_id, position, self.masker, self.today) {
-            Ok(row) => self.plan.rows.push(row),
+            Ok(row) => self.plan.rows.push(LoginRow {
+                message_group: group.map(str::to_owned),
+                ..row
+            }),
             Err(reason) => {
                 self.failed_groups.insert(group);
                 self.plan.invalid.push(fail(reason));
@@ -297,7 +305,8 @@ fn row_from(
         create_date,
         first_receive: first_receive(record),
         position,
-        message_group: message_group_of(record).map(str::to_owned),
+        // Set by the planner, for FIFO batches.
+        message_group: None,
     })
 }
 

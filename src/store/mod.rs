@@ -1,4 +1,5 @@
-//! PostgreSQL: the function's one connection, the batch write, and what went wrong.
+//! PostgreSQL: the function's connections (one per write running at once), the batch write, and
+//! what went wrong.
 //!
 //! - `connection`: connect (TLS from `tls`), migrate, the statements a connection owns, and the
 //!   schema check;
