@@ -13,4 +13,12 @@ CREATE TABLE IF NOT EXISTS user_logins (
 -- Idempotency: SQS delivers at least once, so the same messageId can arrive twice. Rows written
 -- before this migration (the original table) keep message_id NULL, which a unique index allows.
 ALTER TABLE user_logins ADD COLUMN IF NOT EXISTS message_id varchar(128);
-CREATE UNIQUE INDEX IF NOT EXISTS user_logins_message_id_key ON user_logins (message_id);
+-- Only if missing: once 005 has partitioned the table, this index name is its unique index on
+-- (message_id, create_date), and PostgreSQL refuses even to consider one on message_id alone.
+DO $$
+BEGIN
+    IF to_regclass('user_logins_message_id_key') IS NULL THEN
+        CREATE UNIQUE INDEX user_logins_message_id_key ON user_logins (message_id);
+    END IF;
+END
+$$;

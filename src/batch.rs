@@ -24,6 +24,10 @@ pub struct LoginRow {
     pub locale: Option<String>,
     pub app_version: i32,
     pub create_date: Date,
+    /// The message had no `SentTimestamp`, so `create_date` is the day it was stored: only the
+    /// INSERT writes such a row, as it claims the messageId first (a redelivery on another day
+    /// gets another date; see migration 005).
+    pub fallback_date: bool,
     /// Vault entries (AES-SIV of the canonical values) when recovery is on.
     pub sealed_ip: Option<Vec<u8>>,
     pub sealed_device_id: Option<Vec<u8>>,
@@ -200,14 +204,23 @@ impl<'a> Planner<'a> {
         self.plan
     }
 
-    /// The ids of the records SQS does not mark as first deliveries: only these rows can be
-    /// stored already. Known before any body is parsed, so the lookup can start at once.
-    pub fn maybe_stored_ids(&self) -> Vec<&'a str> {
+    /// The ids, with their dates, of the records SQS does not mark as first deliveries: only
+    /// these rows can be stored already. Known before any body is parsed, so the lookup can start
+    /// at once. Records without a valid SentTimestamp are left out: they are never copied.
+    pub fn maybe_stored_ids(&self) -> Vec<(&'a str, Date)> {
         self.records
             .iter()
             .filter(|record| !first_receive(record))
-            .filter_map(message_id_of)
+            .filter_map(|record| Some((message_id_of(record)?, sent_date(record).ok()??)))
             .collect()
+    }
+
+    /// Every record has `SentTimestamp`, so no row will need its date claimed (which only the
+    /// INSERT does): the batch may go by COPY.
+    pub fn every_date_sent(&self) -> bool {
+        self.records
+            .iter()
+            .all(|record| record.attributes.contains_key("SentTimestamp"))
     }
 
     fn plan_record(&mut self, position: usize) {
@@ -289,7 +302,7 @@ fn row_from(
     }
     let body = record.body.as_deref().unwrap_or("");
     let event = LoginEvent::parse(body).map_err(|r: Rejection| r.to_string())?;
-    let create_date = create_date(record, today)?;
+    let sent_date = sent_date(record)?;
     let masked_ip = masker.mask_ip(event.ip);
     let masked_device_id = masker.mask_device_id(&event.device_id);
     Ok(LoginRow {
@@ -302,7 +315,8 @@ fn row_from(
         masked_device_id,
         locale: event.locale.map(|l| l.into_owned()),
         app_version: event.app_version.encoded(),
-        create_date,
+        create_date: sent_date.unwrap_or(today),
+        fallback_date: sent_date.is_none(),
         first_receive: first_receive(record),
         position,
         // Set by the planner, for FIFO batches.
@@ -310,17 +324,17 @@ fn row_from(
     })
 }
 
-/// The UTC date the message was first sent, so a redelivery yields the same row; today only where
-/// SQS gave no `SentTimestamp` (hand-written events).
-fn create_date(record: &SqsMessage, today: Date) -> Result<Date, String> {
+/// The UTC date the message was first sent, so a redelivery yields the same row; None where SQS
+/// gave no `SentTimestamp` (hand-written events), and the row is dated today.
+fn sent_date(record: &SqsMessage) -> Result<Option<Date>, String> {
     let Some(sent) = record.attributes.get("SentTimestamp") else {
-        return Ok(today);
+        return Ok(None);
     };
     let millis: i64 = sent
         .parse()
         .map_err(|_| "attribute SentTimestamp is not milliseconds since 1970".to_string())?;
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
-        .map(|t| t.date())
+        .map(|t| Some(t.date()))
         .map_err(|_| "attribute SentTimestamp is out of range".to_string())
 }
 
@@ -443,18 +457,26 @@ mod tests {
         let records = [first, message("m2", "not json"), message("m3", GOOD)];
         let masker = masker();
         let planner = Planner::new(&records, &masker, TODAY).unwrap();
-        // Known before any body is parsed; an invalid message's id costs only a lookup.
-        assert_eq!(planner.maybe_stored_ids(), ["m2", "m3"]);
+        // Known before any body is parsed; an invalid message's id costs only a lookup. Each
+        // id comes with its SentTimestamp's date: the lookup reads that day's partition only.
+        let sent = date!(2023 - 11 - 14);
+        assert_eq!(planner.maybe_stored_ids(), [("m2", sent), ("m3", sent)]);
+        assert!(planner.every_date_sent());
     }
 
     #[test]
     fn uses_today_only_without_a_sent_timestamp() {
         let mut m = message("m1", GOOD);
         m.attributes.clear();
-        assert_eq!(
-            plan_batch(&[m], &masker(), TODAY).unwrap().rows[0].create_date,
-            TODAY
-        );
+        let records = [m, message("m3", GOOD)];
+        let masker = masker();
+        let planner = Planner::new(&records, &masker, TODAY).unwrap();
+        // Such a batch goes by INSERT, which claims the fallback date; no COPY lookup for it.
+        assert!(!planner.every_date_sent());
+        assert_eq!(planner.maybe_stored_ids(), [("m3", date!(2023 - 11 - 14))]);
+        let rows = planner.finish().rows;
+        assert_eq!((rows[0].create_date, rows[0].fallback_date), (TODAY, true));
+        assert!(!rows[1].fallback_date);
         let mut m = message("m2", GOOD);
         m.attributes
             .insert("SentTimestamp".into(), "yesterday".into());

@@ -163,11 +163,15 @@ impl RowSource for Planner<'_> {
         self.plan().received
     }
 
-    fn maybe_stored_ids(&self) -> Vec<String> {
+    fn maybe_stored_ids(&self) -> Vec<(String, time::Date)> {
         Planner::maybe_stored_ids(self)
             .into_iter()
-            .map(str::to_owned)
+            .map(|(id, date)| (id.to_owned(), date))
             .collect()
+    }
+
+    fn every_date_sent(&self) -> bool {
+        Planner::every_date_sent(self)
     }
 }
 

@@ -101,14 +101,16 @@ pub(super) fn describe(error: &tokio_postgres::Error) -> String {
 /// the role may not write, which an operator must fix.
 pub(super) fn schema_error(error: &tokio_postgres::Error) -> StoreError {
     const HINT: &str = "apply migrations/*.sql in order (psql -f), or start the function once with AUTO_MIGRATE=true";
-    let missing = [
-        SqlState::UNDEFINED_TABLE,
-        SqlState::UNDEFINED_COLUMN,
-        SqlState::INVALID_COLUMN_REFERENCE,
-    ];
+    let missing = [SqlState::UNDEFINED_TABLE, SqlState::UNDEFINED_COLUMN];
     match error.code() {
         Some(code) if missing.contains(code) => StoreError::Schema(format!(
-            "table user_logins is missing, or lacks message_id and its unique index ({}): {HINT}",
+            "a table or column the writes need is missing (user_logins with message_id, user_logins_fallback_dates, pii_vault.last_seen) ({}): {HINT}",
+            describe(error)
+        )),
+        // ON CONFLICT (message_id, create_date) finds no unique index: the table predates
+        // migration 005, which partitions it and makes that index.
+        Some(code) if code == &SqlState::INVALID_COLUMN_REFERENCE => StoreError::Schema(format!(
+            "user_logins has no unique index on (message_id, create_date) ({}): apply migrations/005_partitions.sql (it partitions the table; see README, \"Upgrading to partitions\"), or start the function once with AUTO_MIGRATE=true",
             describe(error)
         )),
         Some(code) if code == &SqlState::UNDEFINED_FUNCTION => StoreError::Schema(format!(
@@ -116,7 +118,7 @@ pub(super) fn schema_error(error: &tokio_postgres::Error) -> StoreError {
             describe(error)
         )),
         Some(code) if code == &SqlState::INSUFFICIENT_PRIVILEGE => StoreError::Schema(format!(
-            "the database role may not INSERT into user_logins ({}): GRANT SELECT, INSERT ON user_logins TO <role>",
+            "the database role may not write ({}): GRANT SELECT, INSERT ON user_logins, user_logins_fallback_dates TO <role> (with RECOVERY_KEY also the grants on pii_vault in PRIVACY.md)",
             describe(error)
         )),
         _ if classify(error) == ErrorKind::Transient => StoreError::Unavailable(describe(error)),

@@ -45,8 +45,11 @@ pub trait RowSource: Send {
     fn plan_more(&mut self) -> bool;
     /// How many rows there can be at most.
     fn max_rows(&self) -> usize;
-    /// The messageIds that may be stored already, known before any row is planned.
-    fn maybe_stored_ids(&self) -> Vec<String>;
+    /// The messageIds, with their dates, that may be stored already, known before any row is
+    /// planned.
+    fn maybe_stored_ids(&self) -> Vec<(String, time::Date)>;
+    /// Every row will have its date from SentTimestamp, so the batch may go by COPY.
+    fn every_date_sent(&self) -> bool;
 }
 
 /// What one write did to each row.
@@ -246,6 +249,7 @@ impl Session<'_> {
             && self.target.statement_mode == StatementMode::Prepared
             && !fifo
             && source.max_rows() >= COPY_FROM_ROWS
+            && source.every_date_sent()
             && Instant::now() < deadline;
         let first = if streamed {
             let attempt = self

@@ -8,6 +8,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/002_app_version_text.sql"),
     include_str!("../../migrations/003_pii_vault.sql"),
     include_str!("../../migrations/004_write_deadline.sql"),
+    include_str!("../../migrations/005_partitions.sql"),
 ];
 
 /// The migrations as one transaction, under an advisory lock so that concurrent cold starts do
@@ -28,54 +29,82 @@ pub(super) fn begin_with_deadline(milliseconds: u128) -> String {
     format!("BEGIN; SELECT login_etl_write_deadline({milliseconds})")
 }
 
-/// The row insert, shared by both statements below (a macro, so `concat!` can join literals).
+/// The row insert, shared by both statements below (macros, so `concat!` can join literals).
 /// The batch travels as one array per column and `unnest` turns them back into rows: one round
-/// trip. `ON CONFLICT (message_id) DO NOTHING` makes a redelivered message a success instead of a
-/// second row, and the command tag counts only the new rows.
+/// trip. `ON CONFLICT (message_id, create_date) DO NOTHING` makes a redelivered message a
+/// success instead of a second row (a redelivery has the same SentTimestamp, so the same date and
+/// partition), and the command tag counts only the new rows.
+///
+/// A row whose date fell back to the day it is stored ($10, no SentTimestamp) is inserted only if
+/// `claimed` claimed its messageId: a redelivery on another day finds the claim (migration 005).
 ///
 /// Rows go in messageId order, the global lock order: two writers of overlapping batches (SQS
 /// delivers a message to two instances at once) then wait on each other's first shared id
 /// instead of each holding one the other needs, which is a deadlock.
 macro_rules! insert_rows {
     () => {
-        "INSERT INTO user_logins
+        "claimed AS (
+    INSERT INTO user_logins_fallback_dates (message_id, create_date)
+    SELECT m, c FROM unnest($1::varchar[], $8::date[], $10::bool[]) AS f(m, c, fallback)
+    WHERE fallback
+    ORDER BY m
+    ON CONFLICT (message_id) DO NOTHING
+    RETURNING message_id
+)
+INSERT INTO user_logins
     (message_id, user_id, device_type, masked_ip, masked_device_id, locale, app_version, create_date,
      mask_key_id)
 SELECT m, u, d, ip, dev, l, v, c, $9::varchar
 FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::varchar[], $5::varchar[],
-            $6::varchar[], $7::int4[], $8::date[]) AS t(m, u, d, ip, dev, l, v, c)
+            $6::varchar[], $7::int4[], $8::date[], $10::bool[]) AS t(m, u, d, ip, dev, l, v, c, fallback)
+WHERE NOT fallback OR m IN (SELECT message_id FROM claimed)
 ORDER BY m
-ON CONFLICT (message_id) DO NOTHING"
+ON CONFLICT (message_id, create_date) DO NOTHING"
     };
 }
 
-/// The batch insert when recovery is off: it touches only `user_logins`, so the function's role
-/// needs no grant on the vault.
-pub const INSERT_ROWS: &str = insert_rows!();
+/// The batch insert when recovery is off: it touches only `user_logins` (and the claims of rows
+/// without SentTimestamp), so the function's role needs no grant on the vault.
+pub const INSERT_ROWS: &str = concat!("WITH ", insert_rows!());
 
 /// The batch insert when recovery is on: the vault entries go in the same statement, hence the
 /// same transaction, as their rows. They go in masked-value order: concurrent batches of the same
 /// users insert the same vault entries, and would otherwise deadlock on them. PostgreSQL runs a
 /// data-modifying CTE that the main query does not read after the main query, so every writer
 /// locks rows first, then vault entries, each in one order.
+///
+/// `last_seen`, the latest create_date of the rows using an entry, is what retention deletes
+/// entries by (migration 005). An entry is updated only when a row of a later day uses it: once
+/// a day at most, so concurrent writers of a common value (a carrier's NAT address) do not queue
+/// on its entry.
 pub const INSERT_ROWS_AND_VAULT: &str = concat!(
-    "WITH vault AS (
-    INSERT INTO pii_vault (masked_value, kind, key_id, ciphertext)
-    SELECT masked, kind, $12::varchar, sealed
-    FROM (SELECT masked, 'ip' AS kind, sealed FROM unnest($4::varchar[], $10::bytea[]) AS i(masked, sealed)
+    "WITH entries AS (
+    SELECT DISTINCT ON (masked) masked, kind, sealed, c
+    FROM (SELECT masked, 'ip' AS kind, sealed, c
+          FROM unnest($4::varchar[], $11::bytea[], $8::date[]) AS i(masked, sealed, c)
           UNION ALL
-          SELECT masked, 'device_id', sealed FROM unnest($5::varchar[], $11::bytea[]) AS d(masked, sealed)
-         ) AS entries
+          SELECT masked, 'device_id', sealed, c
+          FROM unnest($5::varchar[], $12::bytea[], $8::date[]) AS d(masked, sealed, c)
+         ) AS all_entries
     WHERE sealed IS NOT NULL
+    ORDER BY masked, c DESC
+),
+vault AS (
+    INSERT INTO pii_vault (masked_value, kind, key_id, ciphertext, last_seen)
+    SELECT masked, kind, $13::varchar, sealed, c FROM entries
     ORDER BY masked
     ON CONFLICT (masked_value) DO NOTHING
-)
+),
+vault_seen AS (
+    UPDATE pii_vault v SET last_seen = e.c FROM entries e
+    WHERE v.masked_value = e.masked AND v.last_seen < e.c
+),
 ",
     insert_rows!()
 );
 
 /// The parameter types of `INSERT_ROWS_AND_VAULT`, for sending it unnamed (`execute_typed`): the
-/// rows' ($1 to $9), then the vault's ($10 to $12).
+/// rows' ($1 to $10), then the vault's ($11 to $13).
 pub const INSERT_ROWS_AND_VAULT_TYPES: &[Type] = &[
     Type::VARCHAR_ARRAY,
     Type::VARCHAR_ARRAY,
@@ -86,20 +115,22 @@ pub const INSERT_ROWS_AND_VAULT_TYPES: &[Type] = &[
     Type::INT4_ARRAY,
     Type::DATE_ARRAY,
     Type::VARCHAR,
+    Type::BOOL_ARRAY,
     Type::BYTEA_ARRAY,
     Type::BYTEA_ARRAY,
     Type::VARCHAR,
 ];
 
 /// The parameter types of `INSERT_ROWS`: the rows' of the above.
-pub const INSERT_ROWS_TYPES: &[Type] = INSERT_ROWS_AND_VAULT_TYPES.split_at(9).0;
+pub const INSERT_ROWS_TYPES: &[Type] = INSERT_ROWS_AND_VAULT_TYPES.split_at(10).0;
 
-/// Which of the ids are stored already. One index lookup per id whatever the table's statistics
-/// (a generic plan of `= ANY($1)` can fall back to a sequential scan that compares every row
-/// with every id).
+/// Which of the (id, date) pairs are stored already. One index lookup per id whatever the table's
+/// statistics (a generic plan of `= ANY($1)` can fall back to a sequential scan that compares
+/// every row with every id), in the one partition of its date (pruned at run time).
 pub const STORED_IDS: &str = "\
-SELECT i.id FROM unnest($1::varchar[]) AS i(id)
-CROSS JOIN LATERAL (SELECT FROM user_logins t WHERE t.message_id = i.id LIMIT 1) AS stored";
+SELECT i.id FROM unnest($1::varchar[], $2::date[]) AS i(id, day)
+CROSS JOIN LATERAL (SELECT FROM user_logins t WHERE t.message_id = i.id AND t.create_date = i.day
+                    LIMIT 1) AS stored";
 
 /// The columns the COPY writes, in the order of `COPY_COLUMN_TYPES` and `copy_values`.
 macro_rules! copy_columns {

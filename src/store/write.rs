@@ -38,6 +38,15 @@ impl Rows<'_> {
         }
     }
 
+    /// Whether a COPY may write these rows: none needs its fallback date claimed, which only the
+    /// INSERT does.
+    fn copyable(&self) -> bool {
+        match self {
+            Rows::Planned(rows) => rows.iter().all(|row| !row.fallback_date),
+            Rows::Streaming(source) => source.every_date_sent(),
+        }
+    }
+
     /// How many rows; for a source still planning, how many there can be at most.
     fn size_hint(&self) -> usize {
         match self {
@@ -71,7 +80,7 @@ impl Connection {
         let client = &self.client;
         let write = async {
             if let Some(bulk) = &self.statements.bulk {
-                if rows.size_hint() >= COPY_FROM_ROWS {
+                if rows.size_hint() >= COPY_FROM_ROWS && rows.copyable() {
                     let copying = copy_new_rows(client, bulk, &mut rows, &key_ids.mask);
                     match in_transaction(client, deadline, copying).await {
                         // Another writer stored one of the ids since we looked (or `rows`
@@ -174,6 +183,7 @@ async fn insert_rows(
         &columns.app_version,
         &columns.create_date,
         &key_ids.mask,
+        &columns.fallback_date,
     ];
     if statements.with_vault {
         params.extend([
@@ -197,15 +207,15 @@ async fn copy_new_rows(
     mask_key_id: &str,
 ) -> Result<usize, tokio_postgres::Error> {
     // Only redeliveries can be stored already; SQS marks first deliveries (`first_receive`).
-    let redelivered: Vec<String> = match rows {
+    let (redelivered, dates): (Vec<String>, Vec<time::Date>) = match rows {
         Rows::Planned(rows) => rows
             .iter()
             .filter(|row| !row.first_receive)
-            .map(|row| row.message_id.clone())
-            .collect(),
-        Rows::Streaming(source) => source.maybe_stored_ids(),
+            .map(|row| (row.message_id.clone(), row.create_date))
+            .unzip(),
+        Rows::Streaming(source) => source.maybe_stored_ids().into_iter().unzip(),
     };
-    let lookup: [&(dyn ToSql + Sync); 1] = [&redelivered];
+    let lookup: [&(dyn ToSql + Sync); 2] = [&redelivered, &dates];
     let looking_up = async {
         if redelivered.is_empty() {
             Ok(Vec::new())
@@ -312,6 +322,7 @@ struct Columns<'a> {
     locale: Vec<Option<&'a str>>,
     app_version: Vec<i32>,
     create_date: Vec<time::Date>,
+    fallback_date: Vec<bool>,
     sealed_ip: Vec<Option<&'a [u8]>>,
     sealed_device_id: Vec<Option<&'a [u8]>>,
 }
@@ -327,6 +338,7 @@ impl<'a> Columns<'a> {
             locale: rows.iter().map(|r| r.locale.as_deref()).collect(),
             app_version: rows.iter().map(|r| r.app_version).collect(),
             create_date: rows.iter().map(|r| r.create_date).collect(),
+            fallback_date: rows.iter().map(|r| r.fallback_date).collect(),
             sealed_ip: rows.iter().map(|r| r.sealed_ip.as_deref()).collect(),
             sealed_device_id: rows.iter().map(|r| r.sealed_device_id.as_deref()).collect(),
         }

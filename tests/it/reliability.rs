@@ -327,7 +327,7 @@ async fn the_function_needs_only_insert_and_select_on_user_logins() {
             "CREATE ROLE {role} LOGIN;
              REVOKE ALL ON SCHEMA public FROM PUBLIC;
              GRANT USAGE ON SCHEMA public TO {role};
-             GRANT SELECT, INSERT ON user_logins TO {role};"
+             GRANT SELECT, INSERT ON user_logins, user_logins_fallback_dates TO {role};"
         ))
         .await
         .unwrap();
