@@ -9,6 +9,7 @@ pub mod batch;
 pub mod config;
 pub mod handler;
 pub mod iam_auth;
+pub mod lifecycle;
 pub mod logging;
 pub mod login;
 pub mod mask;

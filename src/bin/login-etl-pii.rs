@@ -1,5 +1,6 @@
 //! `login-etl-pii`: recover masked values for authorised users, look values up under the current
-//! and previous masking keys, and re-mask rows after a key rotation. Not part of the Lambda.
+//! and previous masking keys, re-mask rows after a key rotation, answer deletion requests and run
+//! the partition job (retention). Not part of the Lambda.
 //!
 //! It prints recovered values to stdout, which is its purpose; it logs nothing.
 
@@ -7,6 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use login_etl::config::{masking_key, recovery_key, ConfigError, DatabaseConfig, KeySlot};
+use login_etl::lifecycle::{forget, maintain_partitions, Person};
 use login_etl::mask::Masker;
 use login_etl::recovery::{masked_values_of_query, recover, remask};
 use login_etl::store::connect_client;
@@ -20,6 +22,10 @@ usage:
   login-etl-pii mask ip|device_id VALUE      the value's mask under MASKING_KEY and MASKING_KEY_PREVIOUS
   login-etl-pii remask --from-key-id ID      re-mask rows masked with key ID under MASKING_KEY
   login-etl-pii remask --from-unversioned    ... rows from before key ids (mask_key_id NULL)
+  login-etl-pii forget --user-id USER_ID     delete a person's rows and the vault entries only they use
+  login-etl-pii forget ip|device_id VALUE    ... the rows of a value, masked under MASKING_KEY and MASKING_KEY_PREVIOUS
+  login-etl-pii partitions --retain-days N [--days-ahead D]
+                                             drop days before the last N, create the next D (default 7)
 
 environment: DATABASE_URL (or PG*), RECOVERY_KEY, RECOVERY_KEY_ID, MASKING_KEY, MASKING_KEY_ID,
 MASKING_KEY_PREVIOUS, MASKING_KEY_PREVIOUS_ID (see PRIVACY.md)";
@@ -53,23 +59,88 @@ async fn run(args: &[&str]) -> Result<ExitCode, String> {
             print_recovered(&client, &key, &masked).await
         }
         ["mask", kind, value] => {
-            let kind = PiiKind::parse(kind).ok_or("mask takes `ip` or `device_id`")?;
-            let mut printed = 0;
-            for slot in [KeySlot::Current, KeySlot::Previous] {
-                if let Some(masker) = masking_key(&lookup, slot).map_err(config_error)? {
-                    println!("{}\t{}", masker.key_id(), mask(&masker, kind, value)?);
-                    printed += 1;
-                }
-            }
-            if printed == 0 {
-                return Err("MASKING_KEY is not set".into());
+            for (key_id, masked) in masks_under_each_key(&lookup, kind, value)? {
+                println!("{key_id}\t{masked}");
             }
             Ok(ExitCode::SUCCESS)
         }
         ["remask", "--from-key-id", old] => remask_rows(&lookup, Some(old)).await,
         ["remask", "--from-unversioned"] => remask_rows(&lookup, None).await,
+        ["forget", "--user-id", user_id] => {
+            forget_person(&lookup, Person::UserId(user_id.to_string())).await
+        }
+        ["forget", kind, value] => {
+            let masks = masks_under_each_key(&lookup, kind, value)?;
+            let masks = masks.into_iter().map(|(_, masked)| masked).collect();
+            forget_person(&lookup, Person::Masked(masks)).await
+        }
+        ["partitions", "--retain-days", days] => run_partition_job(&lookup, days, "7").await,
+        ["partitions", "--retain-days", days, "--days-ahead", ahead] => {
+            run_partition_job(&lookup, days, ahead).await
+        }
         _ => Err(USAGE.into()),
     }
+}
+
+/// The value's mask under each masking key set (current, then previous), with the key's id.
+fn masks_under_each_key(
+    lookup: &impl Fn(&str) -> Option<String>,
+    kind: &str,
+    value: &str,
+) -> Result<Vec<(String, String)>, String> {
+    let kind = PiiKind::parse(kind).ok_or("give the kind of the value: `ip` or `device_id`")?;
+    let mut masks = Vec::new();
+    for slot in [KeySlot::Current, KeySlot::Previous] {
+        if let Some(masker) = masking_key(lookup, slot).map_err(config_error)? {
+            masks.push((masker.key_id().to_owned(), mask(&masker, kind, value)?));
+        }
+    }
+    if masks.is_empty() {
+        return Err("MASKING_KEY is not set".into());
+    }
+    Ok(masks)
+}
+
+async fn forget_person(
+    lookup: &impl Fn(&str) -> Option<String>,
+    person: Person,
+) -> Result<ExitCode, String> {
+    let mut client = database(lookup).await?;
+    let forgotten = forget(&mut client, &person)
+        .await
+        .map_err(|e| format!("the deletion failed, nothing was deleted: {e}"))?;
+    println!(
+        "deleted {} rows and {} vault entries; messages still in the queue or its DLQ hold raw bodies: purge them too (PRIVACY.md)",
+        forgotten.rows_deleted, forgotten.vault_entries_deleted
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_partition_job(
+    lookup: &impl Fn(&str) -> Option<String>,
+    retain_days: &str,
+    days_ahead: &str,
+) -> Result<ExitCode, String> {
+    let days = |text: &str, flag: &str, least: i32| {
+        text.parse::<i32>()
+            .ok()
+            .filter(|days| *days >= least)
+            .ok_or_else(|| format!("{flag} takes a whole number of days, at least {least}"))
+    };
+    let retain_days = days(retain_days, "--retain-days", 1)?;
+    let days_ahead = days(days_ahead, "--days-ahead", 0)?;
+    let client = database(lookup).await?;
+    let done = maintain_partitions(&client, retain_days, days_ahead)
+        .await
+        .map_err(|e| format!("the partition job failed, nothing changed: {e}"))?;
+    println!(
+        "partitions: {} created, {} dropped; {} rows past retention deleted from the default partition; {} vault entries no remaining row uses deleted",
+        done.partitions_created,
+        done.partitions_dropped,
+        done.default_rows_deleted,
+        done.vault_entries_deleted
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn mask(masker: &Masker, kind: PiiKind, value: &str) -> Result<String, String> {

@@ -11,6 +11,7 @@ mod fleet;
 mod hostile_input;
 mod ingest;
 mod lambda_emulator;
+mod partitions;
 mod properties;
 mod recovery;
 mod reliability;

@@ -1,8 +1,6 @@
 //! The PII vault and key rotation against a real PostgreSQL: recovery round trips, wrong keys,
 //! nothing in the vault without RECOVERY_KEY, and re-masking that keeps duplicates matching.
 
-use std::process::Command;
-
 use crate::common::*;
 use login_etl::handler::Processor;
 use login_etl::mask::Masker;
@@ -226,21 +224,6 @@ async fn re_masking_after_a_key_rotation_keeps_duplicates_matching() {
         recovered[0].outcome,
         Ok((PiiKind::DeviceId, "123-45-6789".to_string()))
     );
-}
-
-fn pii_tool(db: &TestDb, env: &[(&str, &str)], args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_login-etl-pii"))
-        .args(args)
-        .env_clear()
-        .env("DATABASE_URL", &db.url)
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
 }
 
 #[tokio::test]

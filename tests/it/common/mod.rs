@@ -517,3 +517,20 @@ pub fn capture_logs() {
         }
     });
 }
+
+/// Runs the `login-etl-pii` tool on `db` with only `env` besides DATABASE_URL: (succeeded,
+/// stdout, stderr).
+pub fn pii_tool(db: &TestDb, env: &[(&str, &str)], args: &[&str]) -> (bool, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_login-etl-pii"))
+        .args(args)
+        .env_clear()
+        .env("DATABASE_URL", &db.url)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}

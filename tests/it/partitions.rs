@@ -1,0 +1,443 @@
+//! user_logins partitioned by day (migration 005) against a real PostgreSQL: the upgrade of a
+//! table with rows, both write paths across UTC midnight and into the default partition,
+//! idempotency without SentTimestamp, retention and deletion requests.
+
+use crate::common::*;
+use aws_lambda_events::event::sqs::SqsMessage;
+use login_etl::batch::plan_batch;
+use login_etl::mask::Masker;
+use login_etl::store::{Store, StoreOptions, MIGRATIONS};
+use login_etl::vault::RecoveryKey;
+use serde_json::json;
+use time::macros::date;
+use time::{Date, Duration, OffsetDateTime};
+
+/// Comfortably above the size from which the store uses COPY.
+const LARGE: usize = 150;
+const OLD_KEY: &str = "the-masking-key-before-the-rotation-0123456789abcdef";
+
+/// Milliseconds since 1970 of `day` at `hh:mm:ss.mmm` UTC.
+fn sent_at(day: Date, time: time::Time) -> String {
+    (day.with_time(time).assume_utc().unix_timestamp_nanos() / 1_000_000).to_string()
+}
+
+fn sent_on(mut record: SqsMessage, millis: &str) -> SqsMessage {
+    record
+        .attributes
+        .insert("SentTimestamp".into(), millis.to_owned());
+    record
+}
+
+fn login(user_id: &str, ip: &str, device_id: &str) -> String {
+    let mut body: serde_json::Value = serde_json::from_str(GOOD_BODY).unwrap();
+    body["user_id"] = json!(user_id);
+    body["ip"] = json!(ip);
+    body["device_id"] = json!(device_id);
+    body.to_string()
+}
+
+fn today() -> Date {
+    OffsetDateTime::now_utc().date()
+}
+
+/// How many rows each partition holds, by partition name.
+async fn rows_per_partition(db: &TestDb) -> Vec<(String, i64)> {
+    db.client()
+        .await
+        .query(
+            "SELECT tableoid::regclass::text, count(*) FROM user_logins GROUP BY 1 ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect()
+}
+
+async fn partition_exists(db: &TestDb, day: Date) -> bool {
+    db.client()
+        .await
+        .query_one(
+            "SELECT to_regclass(login_etl_partition_name($1)) IS NOT NULL",
+            &[&day],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn an_unpartitioned_table_with_rows_upgrades_in_place_and_keeps_its_grants() {
+    let db = TestDb::empty().await;
+    let client = db.client().await;
+    // The project before migration 005, with rows of three days, one without a date (the
+    // take-home table allowed that), a vault entry and an analyst's grant.
+    for sql in &MIGRATIONS[..4] {
+        client.batch_execute(sql).await.unwrap();
+    }
+    let analyst = format!("analyst_{}", db.name);
+    client
+        .batch_execute(&format!(
+            "INSERT INTO user_logins (user_id, masked_ip, masked_device_id, create_date, message_id)
+             VALUES ('u1', 'ip-a', 'dev-1', '2026-01-01', 'm1'), ('u2', 'ip-a', 'dev-2', '2026-03-05', 'm2'),
+                    ('u3', 'ip-b', 'dev-3', NULL, 'm3'), ('u4', 'ip-c', 'dev-4', '2026-03-05', 'm4');
+             INSERT INTO pii_vault (masked_value, kind, key_id, ciphertext, created_at)
+             VALUES ('ip-a', 'ip', 'r1', '\\x00', '2025-12-01'), ('ip-z', 'ip', 'r1', '\\x00', '2025-12-01');
+             CREATE ROLE {analyst};
+             GRANT SELECT ON user_logins, user_logins_readable TO {analyst};"
+        ))
+        .await
+        .unwrap();
+
+    // Applied twice, as every migration must allow.
+    for _ in 0..2 {
+        for sql in MIGRATIONS {
+            client.batch_execute(sql).await.expect("migration applies");
+        }
+    }
+
+    assert_eq!(
+        rows_per_partition(&db).await,
+        [
+            ("user_logins_default".to_string(), 1),
+            ("user_logins_p20260101".to_string(), 1),
+            ("user_logins_p20260305".to_string(), 2),
+        ]
+    );
+    let kept: Vec<String> = client
+        .query(
+            "SELECT message_id FROM user_logins_readable ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(kept, ["m1", "m2", "m3", "m4"]);
+    for table in ["user_logins", "user_logins_readable"] {
+        let granted: bool = client
+            .query_one(
+                "SELECT has_table_privilege($1, $2, 'SELECT')",
+                &[&analyst, &table],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(granted, "{analyst} keeps SELECT on {table}");
+    }
+    // The vault entry is last seen on the latest day of a row using it; an entry no row uses
+    // gets the day it was sealed, so retention can end both.
+    let last_seen: Vec<(String, Date)> = client
+        .query(
+            "SELECT masked_value, last_seen FROM pii_vault ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    assert_eq!(
+        last_seen,
+        [
+            ("ip-a".to_string(), date!(2026 - 03 - 05)),
+            ("ip-z".to_string(), date!(2025 - 12 - 01)),
+        ]
+    );
+    // The partitions of today and the week ahead are ready.
+    for ahead in 0..=7 {
+        assert!(partition_exists(&db, today() + Duration::days(ahead)).await);
+    }
+    // The function writes to the upgraded table, and a message stored before the upgrade,
+    // delivered again with its date, is still one row.
+    let processor = db.processor().await;
+    let before_upgrade = sent_on(
+        sqs_record("m2", GOOD_BODY),
+        &sent_at(date!(2026 - 03 - 05), time::macros::time!(12:00)),
+    );
+    let outcome = processor
+        .process(
+            &[before_upgrade, sqs_record("new", GOOD_BODY)],
+            in_seconds(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!((outcome.stored, outcome.duplicates), (1, 1));
+    assert_eq!(db.count().await, 5);
+}
+
+#[tokio::test]
+async fn both_write_paths_split_a_batch_at_utc_midnight_and_keep_days_without_a_partition() {
+    let db = TestDb::new().await;
+    let processor = db.processor().await;
+    let client = db.client().await;
+    let (evening, morning) = (date!(2026 - 06 - 30), date!(2026 - 07 - 01));
+    client
+        .query(
+            "SELECT login_etl_create_partitions($1, $2)",
+            &[&evening, &morning],
+        )
+        .await
+        .unwrap();
+    let before_midnight = sent_at(evening, time::macros::time!(23:59:59.999));
+    let after_midnight = sent_at(morning, time::macros::time!(00:00:00.000));
+    // 2001-01-01 has no partition: its rows wait in the default partition.
+    let no_partition = sent_at(date!(2001 - 01 - 01), time::macros::time!(08:00));
+    let batch = |prefix: &str, size: usize| -> Vec<SqsMessage> {
+        good_batch(prefix, 0..size)
+            .into_iter()
+            .enumerate()
+            .map(|(i, record)| match i % 3 {
+                0 => sent_on(record, &before_midnight),
+                1 => sent_on(record, &after_midnight),
+                _ => sent_on(record, &no_partition),
+            })
+            .collect()
+    };
+    // 150 rows go by COPY, 9 by INSERT; each path is then given its batch again.
+    for (prefix, size) in [("copy", LARGE), ("insert", 9)] {
+        let first = processor
+            .process(&batch(prefix, size), in_seconds(10))
+            .await
+            .unwrap();
+        assert!(first.failures.is_empty(), "{:?}", first.failures);
+        assert_eq!(first.stored, size);
+        let again = processor
+            .process(&batch(prefix, size), in_seconds(10))
+            .await
+            .unwrap();
+        assert_eq!((again.stored, again.duplicates), (0, size), "{prefix}");
+    }
+    let third = (LARGE / 3 + 3) as i64;
+    assert_eq!(
+        rows_per_partition(&db).await,
+        [
+            ("user_logins_default".to_string(), third),
+            ("user_logins_p20260630".to_string(), third),
+            ("user_logins_p20260701".to_string(), third),
+        ]
+    );
+    // Creating the missing day's partition moves its rows out of the default partition: none
+    // lost, none twice, and redeliveries still find them.
+    client
+        .query(
+            "SELECT login_etl_create_partitions('2001-01-01', '2001-01-01')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        rows_per_partition(&db).await,
+        [
+            ("user_logins_p20010101".to_string(), third),
+            ("user_logins_p20260630".to_string(), third),
+            ("user_logins_p20260701".to_string(), third),
+        ]
+    );
+    let again = processor
+        .process(&batch("copy", LARGE), in_seconds(10))
+        .await
+        .unwrap();
+    assert_eq!((again.stored, again.duplicates), (0, LARGE));
+}
+
+#[tokio::test]
+async fn a_message_without_sent_timestamp_is_one_row_whatever_day_it_comes_again() {
+    let db = TestDb::new().await;
+    let masker = Masker::new(KEY.as_bytes()).unwrap();
+    let store = Store::connect(db.config(), StoreOptions::default(), in_seconds(10))
+        .await
+        .unwrap();
+    let undated = |id: &str| {
+        let mut record = sqs_record(id, GOOD_BODY);
+        record.attributes.remove("SentTimestamp");
+        record
+    };
+    // Large enough for COPY, which such rows must not take: only the INSERT claims the date.
+    let mut records: Vec<SqsMessage> = good_batch("dated", 0..LARGE);
+    records.push(undated("undated-1"));
+    records.push(undated("undated-2"));
+    let (monday, tuesday) = (date!(2026 - 11 - 23), date!(2026 - 11 - 24));
+    let mut stored_on = Vec::new();
+    for (day, records) in [
+        (monday, &records[..]),
+        (tuesday, &records[..]),
+        (tuesday, &records[LARGE..]),
+    ] {
+        let plan = plan_batch(records, &masker, day).unwrap();
+        let report = store
+            .write(&plan.rows, &plan.key_ids, in_seconds(10), false)
+            .await
+            .unwrap();
+        assert!(report.failures.is_empty(), "{:?}", report.failures);
+        stored_on.push((report.inserted, report.already_stored));
+    }
+    assert_eq!(
+        stored_on,
+        [(LARGE + 2, 0), (0, LARGE + 2), (0, 2)],
+        "the redeliveries on Tuesday are found, not stored again"
+    );
+    let dates: Vec<(String, Date)> = db
+        .client()
+        .await
+        .query(
+            "SELECT message_id, create_date FROM user_logins WHERE message_id LIKE 'undated%'
+             ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    assert_eq!(
+        dates,
+        [
+            ("undated-1".to_string(), monday),
+            ("undated-2".to_string(), monday)
+        ]
+    );
+    assert_eq!(db.count().await, LARGE as i64 + 2);
+}
+
+/// A processor masking with `key` and sealing into the vault (recovery key 0x42s).
+async fn processor_sealing(db: &TestDb, key: &str) -> login_etl::handler::Processor {
+    let recovery = RecoveryKey::from_hex("r1", &"42".repeat(64)).unwrap();
+    let masker = Masker::new(key.as_bytes()).unwrap().with_recovery(recovery);
+    processor_masking_with(db.config(), masker).await
+}
+
+async fn vault_entries(db: &TestDb) -> i64 {
+    db.client()
+        .await
+        .query_one("SELECT count(*) FROM pii_vault", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn retention_drops_old_days_and_the_vault_entries_only_they_used() {
+    let db = TestDb::new().await;
+    let processor = processor_sealing(&db, KEY).await;
+    let now = time::macros::time!(12:00);
+    let old = today() - Duration::days(40);
+    let older_without_partition = today() - Duration::days(50);
+    db.client()
+        .await
+        .query("SELECT login_etl_create_partitions($1, $1)", &[&old])
+        .await
+        .unwrap();
+    let records = [
+        // Only old rows use 10.0.0.1 and old-device.
+        sent_on(
+            sqs_record("a", &login("u1", "10.0.0.1", "old-device")),
+            &sent_at(old, now),
+        ),
+        sent_on(
+            sqs_record("b", &login("u1", "10.0.0.2", "older-device")),
+            &sent_at(older_without_partition, now),
+        ),
+        // 10.0.0.3 is used by an old row and a row of today: it stays.
+        sent_on(
+            sqs_record("c", &login("u2", "10.0.0.3", "dev-c")),
+            &sent_at(old, now),
+        ),
+        sent_on(
+            sqs_record("d", &login("u3", "10.0.0.3", "dev-d")),
+            &sent_at(today(), now),
+        ),
+    ];
+    let outcome = processor.process(&records, in_seconds(10)).await.unwrap();
+    assert_eq!(outcome.stored, 4);
+    assert_eq!(vault_entries(&db).await, 7);
+
+    let (ok, stdout, stderr) = pii_tool(
+        &db,
+        &[],
+        &["partitions", "--retain-days", "30", "--days-ahead", "2"],
+    );
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains(
+            "1 dropped; 1 rows past retention deleted from the default partition; 5 vault entries"
+        ),
+        "{stdout}"
+    );
+    assert_eq!(db.stored_message_ids().await, ["d"]);
+    assert!(!partition_exists(&db, old).await);
+    assert!(partition_exists(&db, today() + Duration::days(2)).await);
+    // Left: 10.0.0.3 and dev-d, both used by the row of today.
+    assert_eq!(vault_entries(&db).await, 2);
+
+    // Nothing left to do: a second run the same day changes nothing.
+    let (ok, stdout, _) = pii_tool(&db, &[], &["partitions", "--retain-days", "30"]);
+    assert!(ok);
+    assert!(stdout.starts_with("partitions: "), "{stdout}");
+    assert!(stdout.contains("0 dropped; 0 rows"), "{stdout}");
+    assert_eq!(db.stored_message_ids().await, ["d"]);
+
+    let (ok, _, stderr) = pii_tool(&db, &[], &["partitions", "--retain-days", "0"]);
+    assert!(!ok);
+    assert!(stderr.contains("--retain-days takes a whole number of days, at least 1"));
+}
+
+#[tokio::test]
+async fn a_deletion_request_removes_the_persons_rows_and_only_their_vault_entries() {
+    let db = TestDb::new().await;
+    // u1 and u2 share a network (10.9.9.9); u2's rows are from before a key rotation.
+    processor_sealing(&db, KEY)
+        .await
+        .process(
+            &[
+                sqs_record("u1-a", &login("u1", "10.9.9.9", "u1-phone")),
+                sqs_record("u1-b", &login("u1", "10.1.1.1", "u1-phone")),
+                sqs_record("u3-a", &login("u3", "10.3.3.3", "u3-phone")),
+            ],
+            in_seconds(10),
+        )
+        .await
+        .unwrap();
+    processor_sealing(&db, OLD_KEY)
+        .await
+        .process(
+            &[sqs_record("u2-a", &login("u2", "10.9.9.9", "u2-phone"))],
+            in_seconds(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(vault_entries(&db).await, 7);
+
+    let (ok, stdout, stderr) = pii_tool(&db, &[], &["forget", "--user-id", "u1"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.starts_with("deleted 2 rows and 3 vault entries;"),
+        "{stdout}"
+    );
+    assert_eq!(db.stored_message_ids().await, ["u2-a", "u3-a"]);
+    // 10.1.1.1 and u1-phone are gone; 10.9.9.9, masked with the current key, no remaining row
+    // uses either (u2's row masked it with the old key), so it went too.
+    assert_eq!(vault_entries(&db).await, 4);
+
+    // u2's device by value: found under the previous key.
+    let keys = [
+        ("MASKING_KEY", KEY),
+        ("MASKING_KEY_PREVIOUS", OLD_KEY),
+        ("MASKING_KEY_PREVIOUS_ID", "k0"),
+    ];
+    let (ok, stdout, stderr) = pii_tool(&db, &keys, &["forget", "device_id", "u2-phone"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.starts_with("deleted 1 rows and 2 vault entries;"),
+        "{stdout}"
+    );
+    assert_eq!(db.stored_message_ids().await, ["u3-a"]);
+    assert_eq!(vault_entries(&db).await, 2);
+
+    let (ok, _, stderr) = pii_tool(&db, &[], &["forget", "device_id", "u3-phone"]);
+    assert!(!ok);
+    assert!(stderr.contains("MASKING_KEY is not set"), "{stderr}");
+    assert_eq!(db.stored_message_ids().await, ["u3-a"]);
+}
