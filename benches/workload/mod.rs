@@ -135,12 +135,24 @@ pub fn sqs_message(message_id: &str, body: &str, sent_ms: u64) -> SqsMessage {
     message
 }
 
+/// When the first record was sent: 01:00 UTC today, so that records land in today's partition
+/// of user_logins, which the migrations create as the daily partition job does in production
+/// (a million records span two hours). Only the date varies from day to day, not the records.
+fn sent_from_ms() -> u64 {
+    const DAY_MS: u64 = 86_400_000;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_millis() as u64;
+    now_ms - now_ms % DAY_MS + DAY_MS / 24
+}
+
 /// `count` records: valid ones, ~1% invalid, ~0.5% redeliveries of an earlier record (same
 /// messageId and body), which may fall in the same or an earlier batch.
 pub fn records(seed: u64, count: usize) -> Vec<SqsMessage> {
     let mut rng = Rng::new(seed);
     let mut out: Vec<SqsMessage> = Vec::with_capacity(count);
-    let base_ms = 1_732_540_000_000;
+    let base_ms = sent_from_ms();
     for i in 0..count {
         let draw = rng.below(1000);
         if draw < REDELIVERED_PER_MILLE && !out.is_empty() {
