@@ -2,7 +2,7 @@
 # `make bench`: the benchmarks behind BENCHMARKS.md, in one command. It starts a durable
 # throw-away PostgreSQL (fsync and synchronous_commit on, unlike the tests' server) unless
 # DATABASE_URL is set, runs the criterion benchmark of the pure core, the end-to-end ingest
-# benchmark and the capacity benchmark (concurrent instances, direct and through a PgBouncer it
+# benchmark, the partitioned-against-unpartitioned table benchmark and the capacity benchmark (concurrent instances, direct and through a PgBouncer it
 # starts), draws docs/capacity.png, and stops what it started. Options after `--` go to the ingest
 # benchmark, e.g. `make bench ARGS="--runs 9"` or `bash scripts/bench.sh --quick`; --quick also
 # goes to the capacity benchmark, and CAPACITY_ARGS to it alone, e.g.
@@ -20,6 +20,13 @@ cargo bench --bench core
 
 step "end to end: handler against binary COPY in the same run; cold start; peak RSS"
 cargo bench --bench ingest -- "$@"
+
+step "partitions: user_logins partitioned by day against one table, writes and retention"
+partition_args=()
+for arg in "$@"; do
+  if [ "$arg" = --quick ]; then partition_args+=(--quick); fi
+done
+cargo bench --bench partitions -- "${partition_args[@]}"
 
 step "capacity: concurrent instances, direct and through PgBouncer"
 ensure_pgbouncer

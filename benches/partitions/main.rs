@@ -1,0 +1,233 @@
+//! Partitioned against unpartitioned user_logins, in one run: what the daily partitions cost the
+//! writes, what they save retention, and the index size per partition.
+//!
+//! `make bench` runs it against its durable throw-away PostgreSQL; by hand:
+//! `cargo bench --bench partitions -- [--runs N] [--rows N] [--quick]`.
+//!
+//! Two databases, both migrated the same way: in one user_logins stays partitioned by day
+//! (migration 005); in the other it is turned back into a single table with the same columns
+//! and the same unique index on (message_id, create_date), so the function's statements are the
+//! same and only the layout differs. Each run loads the same workload (benches/workload, sent
+//! today) into both, in alternating order, with the real handler, at batch 100 (INSERT) and
+//! 1,000 (COPY); the ratio is the median of the runs' partitioned/unpartitioned ratios. Then it
+//! ends the day's rows in both ways: the partition job's DROP of the day's partition against
+//! `DELETE ... WHERE create_date = today` followed by the VACUUM that gives the space back.
+
+#[path = "../database/mod.rs"]
+mod database;
+#[path = "../workload/mod.rs"]
+mod workload;
+
+use std::time::Duration;
+
+use login_etl::config::DatabaseConfig;
+use login_etl::handler::Processor;
+use login_etl::mask::Masker;
+use login_etl::store::{Store, StoreOptions};
+use tokio::time::Instant;
+use tokio_postgres::Client;
+
+use database::{connect, fresh_database};
+
+const BATCH_SIZES: [usize; 2] = [100, 1_000];
+
+/// Turns the migrated, partitioned user_logins into one table with the same columns and
+/// unique index: the layout before migration 005, with today's statements.
+const UNPARTITION: &str = "
+BEGIN;
+CREATE TABLE user_logins_flat (LIKE user_logins INCLUDING DEFAULTS);
+CREATE UNIQUE INDEX user_logins_flat_key ON user_logins_flat (message_id, create_date);
+DROP VIEW user_logins_readable;
+DROP TABLE user_logins;
+ALTER TABLE user_logins_flat RENAME TO user_logins;
+COMMIT;";
+
+struct Options {
+    runs: usize,
+    rows: usize,
+}
+
+impl Options {
+    fn from_args() -> Options {
+        let mut options = Options {
+            runs: 5,
+            rows: 100_000,
+        };
+        let mut args = std::env::args().skip(1);
+        while let Some(arg) = args.next() {
+            let mut number = |flag: &str| -> usize {
+                args.next()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or_else(|| panic!("{flag} takes a number"))
+            };
+            match arg.as_str() {
+                "--runs" => options.runs = number("--runs"),
+                "--rows" => options.rows = number("--rows"),
+                "--quick" => {
+                    options.runs = 3;
+                    options.rows = 20_000;
+                }
+                // cargo bench passes --bench to harness = false targets.
+                "--bench" => {}
+                other => panic!("unknown option {other}; see benches/partitions/main.rs"),
+            }
+        }
+        options
+    }
+}
+
+/// One layout: its database, an admin connection and the function's processor on it.
+struct Layout {
+    name: &'static str,
+    admin: Client,
+    processor: Processor,
+}
+
+impl Layout {
+    async fn new(server_url: &str, name: &'static str, partitioned: bool) -> Layout {
+        let url = fresh_database(server_url, &format!("login_etl_bench_{name}")).await;
+        let admin = connect(&url).await;
+        if !partitioned {
+            admin.batch_execute(UNPARTITION).await.expect("unpartition");
+        }
+        let masker = Masker::new(workload::MASKING_KEY.as_bytes()).unwrap();
+        let config = DatabaseConfig::from_url(&url).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let store = Store::connect(config, StoreOptions::default(), deadline)
+            .await
+            .expect("the function connects to the benchmark database");
+        Layout {
+            name,
+            admin,
+            processor: Processor::new(masker, store),
+        }
+    }
+
+    /// Loads the workload in batches of `batch_size`; returns records per second.
+    async fn load(
+        &self,
+        records: &[aws_lambda_events::event::sqs::SqsMessage],
+        batch_size: usize,
+    ) -> f64 {
+        self.admin
+            .batch_execute("TRUNCATE user_logins; CHECKPOINT")
+            .await
+            .unwrap();
+        let started = Instant::now();
+        for batch in records.chunks(batch_size) {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let outcome = self.processor.process(batch, deadline).await.unwrap();
+            assert!(
+                outcome.failures.len() <= batch.len() / 20,
+                "{}: only the workload's invalid records may fail",
+                self.name
+            );
+        }
+        records.len() as f64 / started.elapsed().as_secs_f64()
+    }
+
+    async fn scalar(&self, sql: &str) -> i64 {
+        self.admin.query_one(sql, &[]).await.unwrap().get(0)
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let options = Options::from_args();
+    let server_url = std::env::var("DATABASE_URL")
+        .expect("DATABASE_URL: run `make bench`, or point it at a throw-away server");
+    let partitioned = Layout::new(&server_url, "partitioned", true).await;
+    let flat = Layout::new(&server_url, "unpartitioned", false).await;
+    let records = workload::records(15, options.rows);
+    println!(
+        "partitioned against unpartitioned user_logins: {} records a pass, {} runs, the real handler",
+        options.rows, options.runs
+    );
+    println!("batch | partitioned rec/s | unpartitioned rec/s | ratio (median of runs)");
+    for batch_size in BATCH_SIZES {
+        let (mut ours, mut theirs, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        for run in 0..options.runs {
+            // Alternate which layout goes first, so a drift of the machine hits both alike.
+            let (a, b) = if run % 2 == 0 {
+                (&partitioned, &flat)
+            } else {
+                (&flat, &partitioned)
+            };
+            let first = a.load(&records, batch_size).await;
+            let second = b.load(&records, batch_size).await;
+            let (p, f) = if run % 2 == 0 {
+                (first, second)
+            } else {
+                (second, first)
+            };
+            ours.push(p);
+            theirs.push(f);
+            ratios.push(p / f);
+        }
+        println!(
+            "{batch_size:>5} | {:>17.0} | {:>19.0} | {:.2}",
+            median(ours),
+            median(theirs),
+            median(ratios)
+        );
+    }
+
+    // Sizes after the last load: the day's partition against the whole single table.
+    let rows = partitioned.scalar("SELECT count(*) FROM user_logins").await;
+    let partition_index = partitioned
+        .scalar(
+            "SELECT pg_relation_size(i.indexrelid) FROM pg_index i
+             WHERE i.indrelid = login_etl_partition_name((now() AT TIME ZONE 'UTC')::date)::regclass",
+        )
+        .await;
+    let partition_heap = partitioned
+        .scalar("SELECT pg_relation_size(login_etl_partition_name((now() AT TIME ZONE 'UTC')::date)::regclass)")
+        .await;
+    let flat_index = flat
+        .scalar("SELECT pg_relation_size('user_logins_flat_key')")
+        .await;
+    println!(
+        "\n{rows} rows of one day: the day's partition {:.1} MiB of rows, its unique index {:.1} MiB ({:.0} bytes a row); the single table's index {:.1} MiB",
+        partition_heap as f64 / 1048576.0,
+        partition_index as f64 / 1048576.0,
+        partition_index as f64 / rows as f64,
+        flat_index as f64 / 1048576.0
+    );
+
+    // Retention: ending the day's rows.
+    let started = Instant::now();
+    partitioned
+        .admin
+        .query(
+            "SELECT login_etl_drop_before((now() AT TIME ZONE 'UTC')::date + 1)",
+            &[],
+        )
+        .await
+        .unwrap();
+    let dropped = started.elapsed();
+    let started = Instant::now();
+    flat.admin
+        .batch_execute(
+            "DELETE FROM user_logins WHERE create_date = (now() AT TIME ZONE 'UTC')::date",
+        )
+        .await
+        .unwrap();
+    let deleted = started.elapsed();
+    flat.admin
+        .batch_execute("VACUUM user_logins")
+        .await
+        .unwrap();
+    let vacuumed = started.elapsed();
+    println!(
+        "ending the day's {rows} rows: drop the partition {:.1} ms; DELETE {:.1} ms, with the VACUUM {:.1} ms ({:.0}x the drop)",
+        dropped.as_secs_f64() * 1e3,
+        deleted.as_secs_f64() * 1e3,
+        vacuumed.as_secs_f64() * 1e3,
+        vacuumed.as_secs_f64() / dropped.as_secs_f64()
+    );
+}
