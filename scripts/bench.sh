@@ -2,10 +2,11 @@
 # `make bench`: the benchmarks behind BENCHMARKS.md, in one command. It starts a durable
 # throw-away PostgreSQL (fsync and synchronous_commit on, unlike the tests' server) unless
 # DATABASE_URL is set, runs the criterion benchmark of the pure core, the end-to-end ingest
-# benchmark, the partitioned-against-unpartitioned table benchmark and the capacity benchmark (concurrent instances, direct and through a PgBouncer it
-# starts), draws docs/capacity.png, and stops what it started. Options after `--` go to the ingest
-# benchmark, e.g. `make bench ARGS="--runs 9"` or `bash scripts/bench.sh --quick`; --quick also
-# goes to the capacity benchmark, and CAPACITY_ARGS to it alone, e.g.
+# benchmark, the partitioned-against-unpartitioned table benchmark and the capacity benchmark
+# (concurrent instances, direct and through a PgBouncer it starts), draws docs/capacity.png,
+# and stops what it started. Options after `--` go to the ingest benchmark, e.g.
+# `make bench ARGS="--runs 9"` or `bash scripts/bench.sh --quick`; --quick also goes to the
+# partitions and capacity benchmarks, and CAPACITY_ARGS to the latter alone, e.g.
 # `make bench CAPACITY_ARGS="--runs 5 --seconds 5"`.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"

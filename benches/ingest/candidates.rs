@@ -100,7 +100,7 @@ INSERT INTO user_logins
 SELECT m, u, d, ip, dev, l, v, c, $9::varchar
 FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::varchar[], $5::varchar[],
             $6::varchar[], $7::int4[], $8::date[]) AS t(m, u, d, ip, dev, l, v, c)
-ON CONFLICT (message_id) DO NOTHING";
+ON CONFLICT (message_id, create_date) DO NOTHING";
 
 pub struct Candidates {
     unnest_returning: Statement,
@@ -129,7 +129,7 @@ impl Candidates {
             .await,
             from_temp: prepare(format!(
                 "INSERT INTO user_logins ({COLUMNS}) SELECT {COLUMNS} FROM login_batch
-                 ON CONFLICT (message_id) DO NOTHING"
+                 ON CONFLICT (message_id, create_date) DO NOTHING"
             ))
             .await,
             // One index lookup per id, as in the store (a generic plan of `= ANY($1)` can turn
