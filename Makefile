@@ -1,5 +1,5 @@
 # The README's commands (make demo, make test, make demo-sqs), and a few more for day-to-day work.
-.PHONY: demo demo-sqs test bench lint build sam-tools rds-ca
+.PHONY: demo demo-sqs test bench bench-shapes lint build sam-tools rds-ca
 
 demo:  ## run the main job: throw-away Postgres, the function under cargo lambda watch, sample events
 	bash scripts/demo.sh
@@ -12,6 +12,9 @@ test:  ## set up and pass every test
 
 bench:  ## the benchmarks of BENCHMARKS.md on a durable throw-away Postgres (a few minutes)
 	bash scripts/bench.sh $(ARGS)
+
+bench-shapes:  ## Lambda shapes alone: Rust and the Python anchor under memory-size CPU caps and a delayed network (about 15 min)
+	bash scripts/bench_shapes.sh $(ARGS)
 
 lint:
 	cargo fmt --all -- --check

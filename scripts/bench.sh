@@ -4,9 +4,11 @@
 # DATABASE_URL is set, runs the criterion benchmark of the pure core, the end-to-end ingest
 # benchmark, the partitioned-against-unpartitioned table benchmark and the capacity benchmark
 # (concurrent instances, direct and through a PgBouncer it starts), draws docs/capacity.png,
-# and stops what it started. Options after `--` go to the ingest benchmark, e.g.
-# `make bench ARGS="--runs 9"` or `bash scripts/bench.sh --quick`; --quick also goes to the
-# partitions and capacity benchmarks, and CAPACITY_ARGS to the latter alone, e.g.
+# runs the Lambda shapes benchmark (scripts/bench_shapes.sh: CPU caps like memory sizes, a delay
+# proxy, the Python anchor; docs/shapes.png), and stops what it started. Options after `--` go
+# to the ingest benchmark, e.g. `make bench ARGS="--runs 9"` or `bash scripts/bench.sh --quick`;
+# --quick also goes to the partitions, capacity and shapes benchmarks, and CAPACITY_ARGS to
+# capacity alone, e.g.
 # `make bench CAPACITY_ARGS="--runs 5 --seconds 5"`.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -47,3 +49,10 @@ CAPACITY_PGBOUNCER_DIR="$bouncer_dir" cargo bench --bench capacity -- --csv targ
 step "capacity: docs/capacity.png from target/capacity.csv (matplotlib in .venv-bench)"
 ensure_pip_tool .venv-bench python3 "matplotlib==3.11.2"
 "$ROOT/.venv-bench/bin/python" scripts/plot_capacity.py target/capacity.csv docs/capacity.png
+
+step "Lambda shapes (scripts/bench_shapes.sh), on the same PostgreSQL"
+shapes_args=()
+for arg in "$@"; do
+  if [ "$arg" = --quick ]; then shapes_args+=(--quick); fi
+done
+bash scripts/bench_shapes.sh "${shapes_args[@]}"

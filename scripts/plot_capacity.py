@@ -6,14 +6,9 @@ Two panels against the number of concurrent instances: aggregate records/s, and 
 latency; one line per set-up (direct, PgBouncer) and batch size. scripts/bench.sh runs it.
 """
 
-import csv
 import sys
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.ticker  # noqa: E402
+from plotting import plt, read_rows, save, thousands
 
 LABELS = {"direct": "direct, prepared", "pgbouncer": "PgBouncer (transaction, pool 4), unnamed"}
 STYLES = {"direct": "-", "pgbouncer": "--"}
@@ -24,8 +19,7 @@ COLORS = {10: "tab:blue", 100: "tab:orange"}
 def main() -> None:
     source = sys.argv[1] if len(sys.argv) > 1 else "target/capacity.csv"
     out = sys.argv[2] if len(sys.argv) > 2 else "docs/capacity.png"
-    with open(source, newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r["setup"] in LABELS]
+    rows = [r for r in read_rows(source) if r["setup"] in LABELS]
     if not rows:
         sys.exit(f"{source} has no direct or pgbouncer rows")
 
@@ -62,15 +56,13 @@ def main() -> None:
         ax.set_title(title)
         ax.set_ylim(bottom=0)
         ax.grid(True, alpha=0.3)
-    rate.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    thousands(rate.yaxis)
     rate.legend(fontsize=8)
     fig.suptitle(
         f"login-etl capacity: durable PostgreSQL on a 2-core machine, medians of {runs} runs of {seconds} s",
         fontsize=10,
     )
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    print(f"wrote {out}")
+    save(fig, out)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,8 @@
 
 #[path = "../database/mod.rs"]
 mod database;
+#[path = "../stats/mod.rs"]
+mod stats;
 #[path = "../workload/mod.rs"]
 mod workload;
 
@@ -51,6 +53,7 @@ use tokio::time::Instant;
 use tokio_postgres::Client;
 
 use database::connect;
+use stats::{median, percentile_ms};
 
 const BENCH_DATABASE: &str = "login_etl_capacity";
 
@@ -565,27 +568,6 @@ impl Bench {
 
 // ---------------------------------------------------------------------------------------------
 // Statistics, connections
-
-fn median(values: &[f64]) -> f64 {
-    let mut values = values.to_vec();
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
-    }
-}
-
-/// Nearest-rank percentile of pooled per-batch latencies, in milliseconds.
-fn percentile_ms(latencies: &mut [Duration], p: f64) -> f64 {
-    if latencies.is_empty() {
-        return f64::NAN;
-    }
-    latencies.sort();
-    let rank = ((p / 100.0) * latencies.len() as f64).ceil().max(1.0) as usize;
-    latencies[rank.min(latencies.len()) - 1].as_secs_f64() * 1e3
-}
 
 /// A fresh, migrated benchmark database with the commit probe's table; returns its URL.
 async fn fresh_database(server_url: &str) -> String {

@@ -1,0 +1,664 @@
+//! Lambda shapes: the real release binary, and the Python function most users would write
+//! instead, under the CPU a Lambda memory size gets and a network round trip to the database.
+//!
+//! `make bench-shapes` (or `make bench`) runs it against a durable throw-away PostgreSQL:
+//! `cargo bench --bench shapes -- [--quick] [--csv target/shapes.csv] [--memory 128,256]
+//! [--rtt 0,0.5] [--sizes 10,100] [--python .venv-anchor/bin/python]`.
+//!
+//! For each function, memory size (a cgroup v1 CPU quota, `cgroup.rs`), round trip (a delay
+//! proxy in this process, `proxy.rs`) and batch size, one fresh function process (its cold start
+//! measured capped), then per batch size: the table truncated, warm-up batches, then measured
+//! batches handed out back to back by a stand-in Runtime API (`benches/runtime_api`), each
+//! timed from handing out the event to receiving the response. The functions:
+//! - `rust`: the release binary as deployed (prepared statements: INSERT below 100 rows, binary
+//!   COPY with planning streamed into it from 100);
+//! - `rust-insert`: the same binary with PREPARED_STATEMENTS=false, which writes every batch with
+//!   one INSERT (unnamed statements take no COPY): what the COPY threshold is weighed against;
+//! - `python`: `benches/python_anchor` (powertools BatchProcessor, psycopg executemany);
+//! - in-process, capped (`worker.rs`): planning streamed into the COPY against planning first;
+//! - uncapped, in this process: a binary COPY of the same rows through the same proxy, the
+//!   database's limit.
+//!
+//! Every function gets the same SqsEvent bytes (`benches/workload`), and after each cell the
+//! table's contents are hashed so Rust and Python are checked to store the same rows.
+
+#[path = "../ingest/candidates.rs"]
+#[allow(dead_code)] // only the COPY baseline of the ingest benchmark's candidates is used here
+mod candidates;
+mod cgroup;
+#[path = "../database/mod.rs"]
+mod database;
+mod proxy;
+#[path = "../runtime_api/mod.rs"]
+mod runtime_api;
+#[path = "../stats/mod.rs"]
+mod stats;
+mod worker;
+#[path = "../workload/mod.rs"]
+mod workload;
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use login_etl::batch::{plan_batch, LoginRow};
+use login_etl::mask::Masker;
+use time::OffsetDateTime;
+use tokio::time::Instant;
+use tokio_postgres::Client;
+
+use cgroup::CpuCap;
+use proxy::DelayProxy;
+use runtime_api::{Answer, Function};
+use stats::{median, percentile_ms};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_login-etl");
+const BENCH_DATABASE: &str = "login_etl_shapes";
+/// Lambda's arm64 price in us-east-1 (the first 7.5 billion GB-seconds a month), and per request.
+/// BENCHMARKS.md says where and when it was read.
+const PRICE_PER_GB_SECOND: f64 = 0.000_013_333_4;
+const PRICE_PER_REQUEST: f64 = 0.20 / 1e6;
+const WARM_UP_BATCHES: usize = 3;
+/// Lambda's default timeout is far above any batch here; the deadline only has to be real.
+const INVOCATION_DEADLINE: Duration = Duration::from_secs(30);
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    Rust,
+    RustInsert,
+    Python,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Rust => "rust",
+            Kind::RustInsert => "rust-insert",
+            Kind::Python => "python",
+        }
+    }
+}
+
+struct Options {
+    quick: bool,
+    memory: Vec<u32>,
+    rtt_ms: Vec<f64>,
+    sizes: Vec<usize>,
+    csv: PathBuf,
+    python: PathBuf,
+}
+
+fn list<T: std::str::FromStr>(value: Option<String>, option: &str) -> Vec<T> {
+    value
+        .map(|list| {
+            list.split(',')
+                .map(|n| {
+                    n.parse()
+                        .unwrap_or_else(|_| panic!("{option} takes numbers"))
+                })
+                .collect()
+        })
+        .unwrap_or_else(|| panic!("{option} takes a list such as 10,100"))
+}
+
+impl Options {
+    fn from_args(args: Vec<String>) -> Options {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let mut options = Options {
+            quick: false,
+            memory: vec![128, 256, 512, 1024, 1769],
+            rtt_ms: vec![0.0, 0.5, 1.0],
+            sizes: vec![10, 100, 1000],
+            csv: root.join("target/shapes.csv"),
+            python: root.join(".venv-anchor/bin/python"),
+        };
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "--quick" => {
+                    options.quick = true;
+                    options.memory = vec![256, 1769];
+                    options.rtt_ms = vec![0.5];
+                }
+                "--memory" => options.memory = list(args.next(), "--memory"),
+                "--rtt" => options.rtt_ms = list(args.next(), "--rtt"),
+                "--sizes" => options.sizes = list(args.next(), "--sizes"),
+                "--csv" => options.csv = args.next().expect("--csv takes a path").into(),
+                "--python" => options.python = args.next().expect("--python takes a path").into(),
+                "--bench" => {} // cargo bench passes it to harness = false targets
+                other => panic!("unknown option {other}; see benches/shapes/main.rs"),
+            }
+        }
+        options
+    }
+
+    /// Measured batches per cell: enough for a median and a p99 (with fewer than 100 batches
+    /// the p99 is the slowest), few enough that Python at 128 MB (about 1 s per 1,000-record
+    /// batch) keeps the whole run near 20 minutes on 2 cores. The same for every function, so
+    /// all see the same records.
+    fn batches(&self, size: usize) -> usize {
+        let full = match size {
+            0..=10 => 200,
+            11..=100 => 60,
+            _ => 15,
+        };
+        if self.quick {
+            (full / 5).max(5)
+        } else {
+            full
+        }
+    }
+}
+
+/// The events of one batch size: warm-up and measured batches, serialized once, so every
+/// function is handed the same bytes.
+struct Workload {
+    size: usize,
+    events: Vec<Vec<u8>>,
+    records: Vec<Vec<SqsMessage>>,
+}
+
+impl Workload {
+    fn new(size: usize, batches: usize) -> Workload {
+        let records = workload::records(size as u64, size * (WARM_UP_BATCHES + batches));
+        let records: Vec<Vec<SqsMessage>> = records.chunks(size).map(<[_]>::to_vec).collect();
+        let events = records
+            .iter()
+            .map(|batch| {
+                let mut event = SqsEvent::default();
+                event.records = batch.clone();
+                serde_json::to_vec(&event).expect("serialize the event")
+            })
+            .collect();
+        Workload {
+            size,
+            events,
+            records,
+        }
+    }
+
+    /// The rows the function newly stores per measured batch, masked: the COPY baseline's input.
+    fn new_rows(&self) -> Vec<Vec<LoginRow>> {
+        let masker = Masker::new(workload::MASKING_KEY.as_bytes()).expect("masker");
+        let today = OffsetDateTime::now_utc().date();
+        let mut stored: HashSet<String> = HashSet::new();
+        self.records
+            .iter()
+            .map(|batch| {
+                plan_batch(batch, &masker, today)
+                    .expect("generated records have ids")
+                    .rows
+                    .into_iter()
+                    .filter(|row| stored.insert(row.message_id.clone()))
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+/// What one cell measured.
+struct Cell {
+    kind: &'static str,
+    memory_mb: u32,
+    rtt_ms: f64,
+    size: usize,
+    durations: Vec<Duration>,
+    records: usize,
+    failures: usize,
+    peak_rss_mib: f64,
+    cold_start_ms: f64,
+    /// Spawn to the function's first connection to the database, as the proxy saw it.
+    before_connect_ms: f64,
+    rows_digest: String,
+}
+
+impl Cell {
+    fn busy(&self) -> f64 {
+        self.durations.iter().map(Duration::as_secs_f64).sum()
+    }
+    fn records_per_s(&self) -> f64 {
+        self.records as f64 / self.busy()
+    }
+    /// Lambda bills each invocation's duration rounded up to the millisecond.
+    fn billed_ms(&self) -> Vec<f64> {
+        self.durations
+            .iter()
+            .map(|d| (d.as_secs_f64() * 1e3).ceil())
+            .collect()
+    }
+    fn cost_per_million(&self) -> f64 {
+        if self.memory_mb == 0 {
+            return f64::NAN; // not a Lambda function
+        }
+        let gb_seconds: f64 =
+            self.billed_ms().iter().sum::<f64>() / 1e3 * f64::from(self.memory_mb) / 1024.0;
+        let cost =
+            gb_seconds * PRICE_PER_GB_SECOND + self.durations.len() as f64 * PRICE_PER_REQUEST;
+        cost / self.records as f64 * 1e6
+    }
+
+    fn csv_line(&mut self) -> String {
+        let billed = self.billed_ms();
+        let billed_mean = billed.iter().sum::<f64>() / billed.len() as f64;
+        format!(
+            "{},{},{},{},{},{},{:.0},{:.3},{:.3},{:.2},{:.4},{:.1},{:.1},{:.1},{},{}",
+            self.kind,
+            self.memory_mb,
+            self.rtt_ms,
+            self.size,
+            self.durations.len(),
+            self.records,
+            self.records_per_s(),
+            percentile_ms(&mut self.durations, 50.0),
+            percentile_ms(&mut self.durations, 99.0),
+            billed_mean,
+            self.cost_per_million(),
+            self.peak_rss_mib,
+            self.cold_start_ms,
+            self.before_connect_ms,
+            self.failures,
+            self.rows_digest,
+        )
+    }
+}
+
+const CSV_HEADER: &str = "kind,memory_mb,rtt_ms,batch_size,batches,records,records_per_s,p50_ms,p99_ms,billed_ms_mean,usd_per_million,peak_rss_mib,cold_start_ms,before_connect_ms,failures,rows_digest";
+
+/// `url` with its host and port replaced by `address`.
+fn with_address(url: &str, address: SocketAddr) -> String {
+    let authority = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[authority..];
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let host_start = rest[..end].rfind('@').map_or(0, |i| i + 1);
+    format!(
+        "{}{}{address}{}",
+        &url[..authority],
+        &rest[..host_start],
+        &rest[end..]
+    )
+}
+
+/// The server's TCP address, which the proxies forward to.
+async fn server_address(admin: &Client) -> SocketAddr {
+    let row = admin
+        .query_one("SELECT host(inet_server_addr()), inet_server_port()", &[])
+        .await
+        .expect("the server's address");
+    let host: Option<String> = row.get(0);
+    let port: Option<i32> = row.get(1);
+    let (Some(host), Some(port)) = (host, port) else {
+        panic!("the shapes benchmark needs a TCP connection to PostgreSQL, not a Unix socket");
+    };
+    format!("{host}:{port}").parse().expect("address")
+}
+
+/// The round trip a query sees through `proxy`: median of `SELECT 1`, minus the same direct.
+async fn added_round_trip_ms(direct_url: &str, proxy_url: &str) -> (f64, f64) {
+    let mut medians = Vec::new();
+    for url in [direct_url, proxy_url] {
+        let client = database::connect(url).await;
+        let statement = client.prepare("SELECT 1").await.expect("prepare");
+        let mut times = Vec::new();
+        for _ in 0..200 {
+            let started = Instant::now();
+            client.query_one(&statement, &[]).await.expect("SELECT 1");
+            times.push(started.elapsed().as_secs_f64() * 1e3);
+        }
+        medians.push(median(&times));
+    }
+    (medians[1], medians[1] - medians[0])
+}
+
+/// Tunes the proxy's delay until `SELECT 1` through it takes `rtt_ms` longer than direct: the
+/// hand-offs inside the proxy take time of their own. With 0 the proxy adds only those.
+async fn calibrate(proxy: &DelayProxy, rtt_ms: f64, url: &str, proxy_url: &str) -> (f64, f64) {
+    let mut measured = added_round_trip_ms(url, proxy_url).await;
+    if rtt_ms == 0.0 {
+        return measured;
+    }
+    for _ in 0..6 {
+        let error_ms = rtt_ms - measured.1;
+        let one_way_ms = (proxy.one_way().as_secs_f64() * 1e3 + error_ms / 2.0).max(0.0);
+        proxy.set_one_way(Duration::from_secs_f64(one_way_ms / 1e3));
+        measured = added_round_trip_ms(url, proxy_url).await;
+    }
+    measured
+}
+
+struct Bench {
+    options: Options,
+    admin: Client,
+    cap: CpuCap,
+    /// One per round trip, with the URL through it.
+    proxies: Vec<(f64, DelayProxy, String)>,
+    workloads: Vec<Workload>,
+    csv: String,
+    /// rows_digest per (kind, batch size): Rust and Python must agree.
+    digests: BTreeMap<usize, HashSet<String>>,
+}
+
+impl Bench {
+    async fn truncate(&self) {
+        self.admin
+            .batch_execute("TRUNCATE user_logins")
+            .await
+            .expect("truncate user_logins");
+    }
+
+    async fn rows_digest(&self) -> String {
+        let row = self
+            .admin
+            .query_one(
+                "SELECT count(*)::text || ':' || coalesce(md5(string_agg(concat_ws('|', user_id, \
+                 device_type, masked_ip, masked_device_id, locale, app_version, create_date, \
+                 message_id, mask_key_id), ',' ORDER BY message_id)), '') FROM user_logins",
+                &[],
+            )
+            .await
+            .expect("digest");
+        row.get(0)
+    }
+
+    fn command(&self, kind: Kind, memory_mb: u32, url: &str) -> tokio::process::Command {
+        let mut command = match kind {
+            Kind::Rust | Kind::RustInsert => runtime_api::lambda_command(BINARY, memory_mb),
+            Kind::Python => {
+                let mut command = runtime_api::lambda_command(&self.options.python, memory_mb);
+                let bootstrap = concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/benches/python_anchor/bootstrap.py"
+                );
+                command.arg(bootstrap);
+                command
+            }
+        };
+        command
+            .env("DATABASE_URL", url)
+            .env("MASKING_KEY", workload::MASKING_KEY);
+        if kind == Kind::RustInsert {
+            command.env("PREPARED_STATEMENTS", "false");
+        }
+        let procs = self.cap.procs_file().expect("open cgroup.procs");
+        cgroup::join_at_exec(&mut command, procs);
+        command
+    }
+
+    /// One function process at one memory size and round trip, through every batch size.
+    async fn function(&mut self, kind: Kind, memory_mb: u32, rtt: usize) -> Vec<Cell> {
+        let (rtt_ms, proxy_url) = (self.proxies[rtt].0, self.proxies[rtt].2.clone());
+        self.cap.set_memory(memory_mb).expect("set the CPU quota");
+        let command = self.command(kind, memory_mb, &proxy_url);
+        let mut function = Function::start(command, Duration::from_secs(120))
+            .await
+            .unwrap_or_else(|e| panic!("{} did not start: {e:?}", kind.name()));
+        let cold_start_ms = function.cold_start.as_secs_f64() * 1e3;
+        let before_connect_ms = self.proxies[rtt]
+            .1
+            .first_connection_since(function.spawned)
+            .map_or(f64::NAN, |at| (at - function.spawned).as_secs_f64() * 1e3);
+        let mut cells = Vec::new();
+        for w in 0..self.workloads.len() {
+            self.truncate().await;
+            let workload = &self.workloads[w];
+            let mut cell = Cell {
+                kind: kind.name(),
+                memory_mb,
+                rtt_ms,
+                size: workload.size,
+                durations: Vec::new(),
+                records: 0,
+                failures: 0,
+                peak_rss_mib: f64::NAN,
+                cold_start_ms,
+                before_connect_ms,
+                rows_digest: String::new(),
+            };
+            for (i, event) in workload.events.iter().enumerate() {
+                let invocation = function.invoke(event, INVOCATION_DEADLINE).await;
+                let Answer::Response(body) = invocation.answer else {
+                    panic!("{} failed a batch: {:?}", kind.name(), invocation.answer);
+                };
+                let failures = serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v["batchItemFailures"].as_array().map(Vec::len))
+                    .expect("an SqsBatchResponse");
+                if i >= WARM_UP_BATCHES {
+                    cell.durations.push(invocation.duration);
+                    cell.records += workload.records[i].len();
+                    cell.failures += failures;
+                }
+            }
+            cell.peak_rss_mib = function.peak_rss_mib();
+            cell.rows_digest = self.rows_digest().await;
+            if kind != Kind::RustInsert {
+                self.digests
+                    .entry(workload.size)
+                    .or_default()
+                    .insert(cell.rows_digest.clone());
+            }
+            cells.push(cell);
+        }
+        function.stop().await;
+        cells
+    }
+
+    fn record(&mut self, cell: &mut Cell) {
+        let line = cell.csv_line();
+        println!(
+            "| {} | {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.5} | {:.1} | {:.1} | {:.1} |",
+            cell.kind,
+            cell.memory_mb,
+            cell.rtt_ms,
+            cell.size,
+            cell.records_per_s(),
+            percentile_ms(&mut cell.durations, 50.0),
+            percentile_ms(&mut cell.durations, 99.0),
+            cell.cost_per_million(),
+            cell.peak_rss_mib,
+            cell.cold_start_ms,
+            cell.before_connect_ms,
+        );
+        writeln!(self.csv, "{line}").unwrap();
+    }
+
+    /// The database's limit: binary COPY of exactly the rows the function stores, from this
+    /// (uncapped) process through the same proxy.
+    async fn copy_baseline(&mut self, rtt: usize) {
+        let (rtt_ms, proxy_url) = (self.proxies[rtt].0, self.proxies[rtt].2.clone());
+        let client = database::connect(&proxy_url).await;
+        let copy = candidates::Copy::prepare(&client).await;
+        for w in 0..self.workloads.len() {
+            self.truncate().await;
+            let workload = &self.workloads[w];
+            let new_rows = workload.new_rows();
+            let mut cell = Cell {
+                kind: "copy-baseline",
+                memory_mb: 0,
+                rtt_ms,
+                size: workload.size,
+                durations: Vec::new(),
+                records: 0,
+                failures: 0,
+                peak_rss_mib: f64::NAN,
+                cold_start_ms: f64::NAN,
+                before_connect_ms: f64::NAN,
+                rows_digest: String::new(),
+            };
+            for (i, rows) in new_rows.iter().enumerate() {
+                let started = Instant::now();
+                copy.write(&client, rows).await;
+                if i >= WARM_UP_BATCHES {
+                    cell.durations.push(started.elapsed());
+                    cell.records += workload.records[i].len();
+                }
+            }
+            cell.rows_digest = self.rows_digest().await;
+            self.record(&mut cell);
+        }
+    }
+
+    /// Planning streamed into the COPY against planning first, capped, in a worker process.
+    async fn streaming(&mut self, memory_mb: u32, rtt: usize, size: usize) {
+        let (rtt_ms, proxy_url) = (self.proxies[rtt].0, self.proxies[rtt].2.clone());
+        self.cap.set_memory(memory_mb).expect("set the CPU quota");
+        let batches = self.options.batches(size);
+        let mut command = tokio::process::Command::new(std::env::current_exe().expect("exe"));
+        command
+            .args([
+                "--worker",
+                &proxy_url,
+                &size.to_string(),
+                &batches.to_string(),
+            ])
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        cgroup::join_at_exec(&mut command, self.cap.procs_file().expect("cgroup.procs"));
+        let output = command.output().await.expect("run the worker");
+        assert!(output.status.success(), "the streaming worker failed");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        for way in [worker::STREAMED, worker::PLANNED] {
+            let mut durations: Vec<Duration> = stdout
+                .lines()
+                .filter_map(|line| line.strip_prefix(way))
+                .map(|ms| Duration::from_secs_f64(ms.trim().parse::<f64>().expect("ms") / 1e3))
+                .collect();
+            // The first batches of each pass warm the connection and the plans.
+            let per_pass = durations.len() / 2;
+            let mut measured = Vec::new();
+            for pass in durations.chunks_mut(per_pass.max(1)) {
+                measured.extend_from_slice(&pass[WARM_UP_BATCHES.min(pass.len())..]);
+            }
+            let mut cell = Cell {
+                kind: if way == worker::STREAMED {
+                    "lib-streamed"
+                } else {
+                    "lib-planned"
+                },
+                memory_mb,
+                rtt_ms,
+                size,
+                records: measured.len() * size,
+                durations: measured,
+                failures: 0,
+                peak_rss_mib: f64::NAN,
+                cold_start_ms: f64::NAN,
+                before_connect_ms: f64::NAN,
+                rows_digest: String::new(),
+            };
+            self.record(&mut cell);
+        }
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    if args.first().map(String::as_str) == Some("--worker") {
+        return runtime.block_on(worker::run(&args[1..]));
+    }
+    runtime.block_on(shapes(Options::from_args(args)));
+}
+
+async fn shapes(options: Options) {
+    let server_url = std::env::var("DATABASE_URL").unwrap_or_else(|_| {
+        panic!(
+            "DATABASE_URL must name a PostgreSQL server; `make bench-shapes` starts a durable one"
+        )
+    });
+    assert!(
+        options.python.exists(),
+        "{} is missing: `make bench-shapes` installs the Python anchor into .venv-anchor",
+        options.python.display()
+    );
+    let url = database::fresh_database(&server_url, BENCH_DATABASE).await;
+    let admin = database::connect(&url).await;
+    let upstream = server_address(&admin).await;
+    let cap = CpuCap::create().expect("create a cgroup under /sys/fs/cgroup/cpu (root needed)");
+    println!(
+        "CPU caps: cgroup v1 cpu.cfs_quota_us = {} us x memory / {} MB per {} us period",
+        cgroup::PERIOD.as_micros(),
+        cgroup::ONE_VCPU_MB,
+        cgroup::PERIOD.as_micros()
+    );
+    let mut proxies = Vec::new();
+    for &rtt_ms in &options.rtt_ms {
+        let proxy = DelayProxy::start(upstream, Duration::from_secs_f64(rtt_ms / 2e3));
+        let proxy_url = with_address(&url, proxy.address);
+        let (through, added) = calibrate(&proxy, rtt_ms, &url, &proxy_url).await;
+        println!(
+            "proxy for a {rtt_ms} ms round trip: SELECT 1 takes {through:.3} ms through it, {added:.3} ms more than direct (median of 200; {:.3} ms added each way)",
+            proxy.one_way().as_secs_f64() * 1e3
+        );
+        proxies.push((rtt_ms, proxy, proxy_url));
+    }
+    let workloads = options
+        .sizes
+        .iter()
+        .map(|&size| Workload::new(size, options.batches(size)))
+        .collect();
+    let mut bench = Bench {
+        options,
+        admin,
+        cap,
+        proxies,
+        workloads,
+        csv: format!("{CSV_HEADER}\n"),
+        digests: BTreeMap::new(),
+    };
+
+    println!("\n| function | memory MB | RTT ms | batch | records/s | p50 ms | p99 ms | USD per million | peak RSS MiB | cold start ms | before connect ms |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let memory = bench.options.memory.clone();
+    for rtt in 0..bench.proxies.len() {
+        for &memory_mb in &memory {
+            for kind in [Kind::Rust, Kind::RustInsert, Kind::Python] {
+                for mut cell in bench.function(kind, memory_mb, rtt).await {
+                    bench.record(&mut cell);
+                }
+            }
+        }
+        bench.copy_baseline(rtt).await;
+    }
+    println!("\nPlanning streamed into the COPY (Processor::process) against planning first (plan_batch, Store::write), in-process, capped:");
+    let large: Vec<usize> = bench
+        .options
+        .sizes
+        .iter()
+        .copied()
+        .filter(|&s| s >= 100)
+        .collect();
+    // A third of a vCPU or less is the question; 1,769 MB for reference.
+    let streaming_memory: Vec<u32> = memory.iter().copied().filter(|&m| m != 1024).collect();
+    for rtt in 0..bench.proxies.len() {
+        for &memory_mb in &streaming_memory {
+            for &size in &large {
+                bench.streaming(memory_mb, rtt, size).await;
+            }
+        }
+    }
+
+    let mut same = true;
+    for (size, digests) in &bench.digests {
+        if digests.len() != 1 {
+            same = false;
+            println!("batch {size}: the functions stored different rows: {digests:?}");
+        }
+    }
+    if same {
+        println!(
+            "\nRust and Python stored the same rows (same count and digest) for every batch size."
+        );
+    }
+    std::fs::write(&bench.options.csv, &bench.csv).expect("write the CSV");
+    println!("wrote {}", bench.options.csv.display());
+    println!(
+        "cost: arm64 ${PRICE_PER_GB_SECOND} per GB-s (each batch's duration rounded up to the ms) + ${:.2} per million requests",
+        PRICE_PER_REQUEST * 1e6
+    );
+}

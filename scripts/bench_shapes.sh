@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# `make bench-shapes` (and the last step of `make bench`): the Lambda shapes benchmark
+# (benches/shapes): the release binary and the Python anchor (benches/python_anchor) under the
+# CPU of each Lambda memory size, through a delay proxy, on a durable throw-away PostgreSQL
+# unless DATABASE_URL is set; writes target/shapes.csv and draws docs/shapes.png. Needs root
+# (a cgroup under /sys/fs/cgroup/cpu). Options go to the benchmark, e.g. `--quick`.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+
+step "durable throw-away PostgreSQL"
+export PG_DURABLE=1
+ensure_postgres
+
+step "the Python anchor: aws-lambda-powertools and psycopg in .venv-anchor (pyenv's Python 3.13)"
+# Lambda's python3.13 runtime; the pins live in the anchor's requirements file.
+mapfile -t anchor_packages < <(grep -v '^#' benches/python_anchor/requirements.txt | grep .)
+ensure_pip_tool .venv-anchor "$(python313)" "${anchor_packages[@]}"
+
+step "Lambda shapes: records/s, billed duration, cost, RSS, cold start per memory size and round trip"
+cargo bench --bench shapes -- --csv target/shapes.csv "$@"
+
+step "Lambda shapes: docs/shapes.png from target/shapes.csv (matplotlib in .venv-bench)"
+ensure_pip_tool .venv-bench python3 "matplotlib==3.11.2"
+"$ROOT/.venv-bench/bin/python" scripts/plot_shapes.py target/shapes.csv docs/shapes.png
