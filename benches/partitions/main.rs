@@ -12,6 +12,7 @@
 //! 1,000 (COPY); the ratio is the median of the runs' partitioned/unpartitioned ratios. Then it
 //! ends the day's rows in both ways: the partition job's DROP of the day's partition against
 //! `DELETE ... WHERE create_date = today` followed by the VACUUM that gives the space back.
+//! Last, the upgrade: migration 005 turning the single table, loaded again, into partitions.
 
 #[path = "../database/mod.rs"]
 mod database;
@@ -23,7 +24,7 @@ use std::time::Duration;
 use login_etl::config::DatabaseConfig;
 use login_etl::handler::Processor;
 use login_etl::mask::Masker;
-use login_etl::store::{Store, StoreOptions};
+use login_etl::store::{Store, StoreOptions, MIGRATIONS};
 use tokio::time::Instant;
 use tokio_postgres::Client;
 
@@ -229,5 +230,23 @@ async fn main() {
         deleted.as_secs_f64() * 1e3,
         vacuumed.as_secs_f64() * 1e3,
         vacuumed.as_secs_f64() / dropped.as_secs_f64()
+    );
+
+    // The upgrade of a table with rows: migration 005 on the single table, loaded once more.
+    flat.load(&records, 1_000).await;
+    let rows = flat.scalar("SELECT count(*) FROM user_logins").await;
+    let started = Instant::now();
+    flat.admin
+        .batch_execute(MIGRATIONS[4])
+        .await
+        .expect("migration 005 upgrades the single table");
+    let upgrade = started.elapsed().as_secs_f64();
+    let partitions = flat
+        .scalar("SELECT count(*) FROM pg_inherits WHERE inhparent = 'user_logins'::regclass")
+        .await;
+    println!(
+        "upgrading a single table of {rows} rows to partitions (migration 005): {:.0} ms, {:.0} rows/s ({partitions} partitions)",
+        upgrade * 1e3,
+        rows as f64 / upgrade
     );
 }

@@ -317,50 +317,42 @@ async fn a_batch_of_ten_thousand_records_with_bad_rows_scattered() {
     assert_eq!(db.count().await, 9_996);
 }
 
-#[tokio::test]
-async fn the_function_needs_only_insert_and_select_on_user_logins() {
-    let db = TestDb::new().await;
-    let owner = db.client().await;
-    let role = format!("writer_{}", db.name);
-    owner
+/// The function role's grants exactly as PRIVACY.md lists them (its `login_etl_writer` lines),
+/// for `role`; the vault's only `with_vault`.
+fn documented_writer_grants(role: &str, with_vault: bool) -> String {
+    let privacy =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/PRIVACY.md")).unwrap();
+    let grants: Vec<String> = privacy
+        .lines()
+        .filter(|line| line.starts_with("GRANT ") && line.contains("TO login_etl_writer;"))
+        .filter(|line| with_vault || !line.contains("pii_vault"))
+        .map(|line| line.replace("login_etl_writer", role))
+        .collect();
+    assert!(!grants.is_empty(), "PRIVACY.md lists the writer's grants");
+    grants.join("\n")
+}
+
+/// A role of its own on `db` with only the documented grants; returns its URL.
+async fn least_privileged_url(db: &TestDb, role: &str, with_vault: bool) -> String {
+    db.client()
+        .await
         .batch_execute(&format!(
             "CREATE ROLE {role} LOGIN;
              REVOKE ALL ON SCHEMA public FROM PUBLIC;
              GRANT USAGE ON SCHEMA public TO {role};
-             GRANT SELECT, INSERT ON user_logins, user_logins_fallback_dates TO {role};"
+             {}",
+            documented_writer_grants(role, with_vault)
         ))
         .await
         .unwrap();
     let url = db.url.replacen("postgres@", &format!("{role}@"), 1);
     assert_ne!(url, db.url, "the test URL names the postgres user");
-    let processor = processor_on(DatabaseConfig::from_url(&url).unwrap()).await;
-    let outcome = processor
-        .process(&good_batch("least", 0..5), in_seconds(10))
+    url
+}
+
+async fn drop_role(db: TestDb, role: &str) {
+    db.client()
         .await
-        .unwrap();
-    assert_eq!(outcome.stored, 5);
-    // Redelivery (ON CONFLICT DO NOTHING) works with the same grants.
-    let again = processor
-        .process(&good_batch("least", 0..5), in_seconds(10))
-        .await
-        .unwrap();
-    assert_eq!(again.duplicates, 5);
-    // And the role can do nothing more.
-    let writer = connect(&url).await;
-    for forbidden in [
-        "DELETE FROM user_logins",
-        "UPDATE user_logins SET locale = 'x'",
-        "CREATE TABLE t(x int)",
-    ] {
-        let error = writer.batch_execute(forbidden).await.unwrap_err();
-        assert_eq!(
-            error.code(),
-            Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
-            "{forbidden}"
-        );
-    }
-    drop(writer);
-    owner
         .batch_execute(&format!("DROP OWNED BY {role}; "))
         .await
         .unwrap();
@@ -370,4 +362,94 @@ async fn the_function_needs_only_insert_and_select_on_user_logins() {
         .batch_execute(&format!("DROP ROLE {role}"))
         .await
         .unwrap();
+}
+
+async fn refused(client: &tokio_postgres::Client, sql: &str) {
+    let error = client.batch_execute(sql).await.unwrap_err();
+    assert_eq!(
+        error.code(),
+        Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+        "{sql}"
+    );
+}
+
+#[tokio::test]
+async fn the_function_needs_only_the_grants_privacy_md_lists() {
+    let db = TestDb::new().await;
+    let role = format!("writer_{}", db.name);
+    let url = least_privileged_url(&db, &role, false).await;
+    let processor = processor_on(DatabaseConfig::from_url(&url).unwrap()).await;
+    let outcome = processor
+        .process(&good_batch("least", 0..5), in_seconds(10))
+        .await
+        .unwrap();
+    assert_eq!(outcome.stored, 5);
+    // Redelivery (ON CONFLICT DO NOTHING) works with the same grants, and so does a message
+    // without SentTimestamp (its date is claimed in user_logins_fallback_dates).
+    let mut batch = good_batch("least", 0..5);
+    let mut undated = sqs_record("undated", GOOD_BODY);
+    undated.attributes.remove("SentTimestamp");
+    batch.push(undated);
+    let again = processor.process(&batch, in_seconds(10)).await.unwrap();
+    assert_eq!((again.stored, again.duplicates), (1, 5));
+    // And the role can do nothing more.
+    let writer = connect(&url).await;
+    for forbidden in [
+        "DELETE FROM user_logins",
+        "UPDATE user_logins SET locale = 'x'",
+        "CREATE TABLE t(x int)",
+        "SELECT FROM pii_vault",
+    ] {
+        refused(&writer, forbidden).await;
+    }
+    drop(writer);
+    drop_role(db, &role).await;
+}
+
+#[tokio::test]
+async fn with_the_vault_the_function_needs_only_the_grants_privacy_md_lists() {
+    let db = TestDb::new().await;
+    let role = format!("sealer_{}", db.name);
+    let url = least_privileged_url(&db, &role, true).await;
+    let recovery = login_etl::vault::RecoveryKey::from_hex("r1", &"42".repeat(64)).unwrap();
+    let masker = login_etl::mask::Masker::new(KEY.as_bytes())
+        .unwrap()
+        .with_recovery(recovery);
+    let processor = processor_masking_with(DatabaseConfig::from_url(&url).unwrap(), masker).await;
+    // The same ip and device id on two days: the second keeps the vault entries' last_seen up.
+    let on_day = |id: &str, millis: &str| {
+        let mut record = sqs_record(id, GOOD_BODY);
+        record
+            .attributes
+            .insert("SentTimestamp".into(), millis.into());
+        record
+    };
+    for (id, millis) in [("monday", "1763942400000"), ("tuesday", "1764028800000")] {
+        let outcome = processor
+            .process(&[on_day(id, millis)], in_seconds(10))
+            .await
+            .unwrap();
+        assert_eq!(outcome.stored, 1, "{id}");
+    }
+    let last_seen: Vec<time::Date> = db
+        .client()
+        .await
+        .query("SELECT DISTINCT last_seen FROM pii_vault", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(last_seen, [time::macros::date!(2025 - 11 - 25)]);
+    // The role may keep last_seen up, not read what is sealed.
+    let writer = connect(&url).await;
+    for forbidden in [
+        "SELECT ciphertext FROM pii_vault",
+        "DELETE FROM pii_vault",
+        "UPDATE pii_vault SET key_id = 'x'",
+    ] {
+        refused(&writer, forbidden).await;
+    }
+    drop(writer);
+    drop_role(db, &role).await;
 }
