@@ -100,7 +100,7 @@ pub(super) fn describe(error: &tokio_postgres::Error) -> String {
 /// A failed schema check (prepare, or the write of no rows): usually the schema is missing or
 /// the role may not write, which an operator must fix.
 pub(super) fn schema_error(error: &tokio_postgres::Error) -> StoreError {
-    const HINT: &str = "apply migrations/*.sql in order (psql -f), or start the function once with AUTO_MIGRATE=true";
+    const HINT: &str = "apply migrations/*.sql in order (psql -f; the latest is 005_partitions.sql), or start the function once with AUTO_MIGRATE=true";
     let missing = [SqlState::UNDEFINED_TABLE, SqlState::UNDEFINED_COLUMN];
     match error.code() {
         Some(code) if missing.contains(code) => StoreError::Schema(format!(

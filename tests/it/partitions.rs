@@ -441,3 +441,37 @@ async fn a_deletion_request_removes_the_persons_rows_and_only_their_vault_entrie
     assert!(stderr.contains("MASKING_KEY is not set"), "{stderr}");
     assert_eq!(db.stored_message_ids().await, ["u3-a"]);
 }
+
+#[tokio::test]
+async fn the_function_refuses_a_schema_before_partitions_and_names_the_migration() {
+    // The schema as it was before migration 005.
+    let db = TestDb::empty().await;
+    let client = db.client().await;
+    for sql in &MIGRATIONS[..4] {
+        client.batch_execute(sql).await.unwrap();
+    }
+    let error = Store::connect(db.config(), StoreOptions::default(), in_seconds(10))
+        .await
+        .err()
+        .expect("the old schema is refused")
+        .to_string();
+    assert!(error.contains("005_partitions.sql"), "{error}");
+
+    // Partitioned, but the unique index the idempotency needs is gone.
+    let db = TestDb::new().await;
+    db.client()
+        .await
+        .batch_execute("DROP INDEX user_logins_message_id_key")
+        .await
+        .unwrap();
+    let error = Store::connect(db.config(), StoreOptions::default(), in_seconds(10))
+        .await
+        .err()
+        .expect("a table without the unique index is refused")
+        .to_string();
+    assert!(
+        error.contains("no unique index on (message_id, create_date)")
+            && error.contains("005_partitions.sql"),
+        "{error}"
+    );
+}
