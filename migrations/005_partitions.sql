@@ -23,7 +23,8 @@ AS $$ SELECT 'user_logins_p' || to_char(day, 'YYYYMMDD') $$;
 -- Creates the partitions of the days from first_day to last_day that do not exist yet; returns
 -- how many it created. Rows of such a day that arrived before its partition wait in the default
 -- partition, and PostgreSQL refuses the new partition while they are there: they move first, in
--- the same transaction, so none is ever missing or there twice.
+-- the same transaction, so none is ever missing or there twice. Writers of the default partition
+-- wait meanwhile (a brief lock; BENCHMARKS.md, "Partitions").
 CREATE OR REPLACE FUNCTION login_etl_create_partitions(first_day date, last_day date)
 RETURNS integer
 LANGUAGE plpgsql
@@ -37,6 +38,9 @@ BEGIN
         partition := login_etl_partition_name(day);
         CONTINUE WHEN to_regclass(quote_ident(partition)) IS NOT NULL;
         EXECUTE format('CREATE TABLE %I (LIKE user_logins INCLUDING DEFAULTS)', partition);
+        -- No writer may add a row of the day to the default partition between the move and
+        -- the attach (the attach would then refuse): hold the default partition until commit.
+        LOCK TABLE user_logins_default IN ACCESS EXCLUSIVE MODE;
         EXECUTE format(
             'WITH moved AS (DELETE FROM user_logins_default WHERE create_date = $1 RETURNING *)
              INSERT INTO %I SELECT * FROM moved', partition) USING day;
@@ -95,6 +99,10 @@ BEGIN
     IF retain_days IS NULL OR retain_days < 1 THEN
         RAISE EXCEPTION 'retain_days must be at least 1 (today is kept), got %', retain_days;
     END IF;
+    -- Dropping a partition waits for every query on user_logins, and the writers queue behind
+    -- the waiting drop: behind an analyst's hour-long query, ingestion would stall for an hour.
+    -- Give up instead (nothing changes; run the job again later).
+    PERFORM set_config('lock_timeout', '5s', true);
     SELECT d.partitions_dropped, d.default_rows_deleted, d.vault_entries_deleted
     INTO partitions_dropped, default_rows_deleted, vault_entries_deleted
     FROM login_etl_drop_before(today - (retain_days - 1)) AS d;

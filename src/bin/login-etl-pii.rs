@@ -106,9 +106,12 @@ async fn forget_person(
     person: Person,
 ) -> Result<ExitCode, String> {
     let mut client = database(lookup).await?;
-    let forgotten = forget(&mut client, &person)
-        .await
-        .map_err(|e| format!("the deletion failed, nothing was deleted: {e}"))?;
+    let forgotten = forget(&mut client, &person).await.map_err(|e| {
+        format!(
+            "the deletion failed, nothing was deleted: {}",
+            server_says(&e)
+        )
+    })?;
     println!(
         "deleted {} rows and {} vault entries; messages still in the queue or its DLQ hold raw bodies: purge them too (PRIVACY.md)",
         forgotten.rows_deleted, forgotten.vault_entries_deleted
@@ -132,7 +135,12 @@ async fn run_partition_job(
     let client = database(lookup).await?;
     let done = maintain_partitions(&client, retain_days, days_ahead)
         .await
-        .map_err(|e| format!("the partition job failed, nothing changed: {e}"))?;
+        .map_err(|e| {
+            format!(
+                "the partition job failed, nothing changed: {}",
+                server_says(&e)
+            )
+        })?;
     println!(
         "partitions: {} created, {} dropped; {} rows past retention deleted from the default partition; {} vault entries no remaining row uses deleted",
         done.partitions_created,
@@ -141,6 +149,15 @@ async fn run_partition_job(
         done.vault_entries_deleted
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The server's message and SQLSTATE (tokio-postgres shows only "db error"). These statements
+/// take no logged value as text the server could quote back: ids, dates and masks at most.
+fn server_says(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => error.to_string(),
+    }
 }
 
 fn mask(masker: &Masker, kind: PiiKind, value: &str) -> Result<String, String> {

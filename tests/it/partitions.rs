@@ -475,3 +475,100 @@ async fn the_function_refuses_a_schema_before_partitions_and_names_the_migration
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn the_partition_job_runs_while_instances_write_and_loses_nothing() {
+    let db = TestDb::new().await;
+    let day = today() - Duration::days(10);
+    let old = today() - Duration::days(100);
+    let client = db.client().await;
+    client
+        .query("SELECT login_etl_create_partitions($1, $1)", &[&old])
+        .await
+        .unwrap();
+    // Three instances write rows of a day that has no partition yet (so into the default
+    // partition), batch after batch, while the job creates that day's partition (moving the
+    // rows already there) and drops an old day.
+    let sent = sent_at(day, time::macros::time!(09:30));
+    let writers: Vec<_> = (0..3)
+        .map(|instance| {
+            let config = db.config();
+            let sent = sent.clone();
+            tokio::spawn(async move {
+                let processor = processor_on(config).await;
+                let mut stored = 0;
+                for round in 0..20 {
+                    let size = if round % 2 == 0 { 10 } else { LARGE };
+                    let batch: Vec<SqsMessage> =
+                        good_batch(&format!("w{instance}-r{round:02}"), 0..size)
+                            .into_iter()
+                            .map(|record| sent_on(record, &sent))
+                            .collect();
+                    let outcome = processor.process(&batch, in_seconds(20)).await.unwrap();
+                    assert!(outcome.failures.is_empty(), "{:?}", outcome.failures);
+                    stored += outcome.stored;
+                }
+                stored
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let maintained = client
+        .query_one(
+            "SELECT login_etl_create_partitions($1, $1), (login_etl_drop_before($2)).partitions_dropped",
+            &[&day, &(old + Duration::days(1))],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (maintained.get::<_, i32>(0), maintained.get::<_, i32>(1)),
+        (1, 1)
+    );
+    let mut stored = 0;
+    for writer in writers {
+        stored += writer.await.unwrap();
+    }
+    assert_eq!(stored, 3 * 10 * (10 + LARGE));
+    let partition: String = client
+        .query_one("SELECT login_etl_partition_name($1)", &[&day])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        rows_per_partition(&db).await,
+        [(partition, stored as i64)],
+        "every row in its day's partition, none left in the default one"
+    );
+}
+
+#[tokio::test]
+async fn the_partition_job_gives_up_rather_than_stall_the_writers_behind_a_long_query() {
+    let db = TestDb::new().await;
+    let old = today() - Duration::days(100);
+    let client = db.client().await;
+    client
+        .query("SELECT login_etl_create_partitions($1, $1)", &[&old])
+        .await
+        .unwrap();
+    // An analyst's long transaction holds the table.
+    let mut analyst = db.client().await;
+    let reading = analyst.transaction().await.unwrap();
+    reading
+        .query("SELECT count(*) FROM user_logins", &[])
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let (ok, _, stderr) = pii_tool(&db, &[], &["partitions", "--retain-days", "30"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("the partition job failed, nothing changed")
+            && stderr.contains("lock timeout"),
+        "{stderr}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    reading.rollback().await.unwrap();
+    assert!(partition_exists(&db, old).await, "nothing changed");
+    let (ok, stdout, stderr) = pii_tool(&db, &[], &["partitions", "--retain-days", "30"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("1 dropped"), "{stdout}");
+}
