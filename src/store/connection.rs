@@ -4,18 +4,19 @@
 
 use std::time::Duration;
 
-use postgres_native_tls::MakeTlsConnector;
 use tokio::task::JoinHandle;
 use tokio::time::{timeout_at, Instant};
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{Client, Statement};
+use tokio_postgres::{Client, NoTls, Socket, Statement};
 
 use super::errors::{connect_detail, connect_error, describe, schema_error};
 use super::sql::{
     migration_script, COPY_ROWS, INSERT_ROWS, INSERT_ROWS_AND_VAULT, INSERT_ROWS_AND_VAULT_TYPES,
     INSERT_ROWS_TYPES, STORED_IDS,
 };
-use super::{tls, StatementMode, StoreError};
+use super::tls::{self, Tls};
+use super::{StatementMode, StoreError};
 use crate::config::DatabaseConfig;
 
 /// The longest we wait for a connection, so a dead host yields a retryable error well before
@@ -31,7 +32,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_millis(200);
 /// Where to connect and how: everything a reconnect needs.
 pub(super) struct Target {
     pub config: DatabaseConfig,
-    pub tls: MakeTlsConnector,
+    pub tls: Tls,
     pub with_vault: bool,
     pub statement_mode: StatementMode,
 }
@@ -163,9 +164,15 @@ impl Connection {
 
     /// Asks PostgreSQL to stop whatever this connection runs, bounded so it fits in the margin
     /// kept before Lambda's deadline.
-    pub async fn cancel_running_statement(&self, tls: &MakeTlsConnector) {
+    pub async fn cancel_running_statement(&self, tls: &Tls) {
         let token = self.client.cancel_token();
-        match tokio::time::timeout(CANCEL_TIMEOUT, token.cancel_query(tls.clone())).await {
+        let cancelling = async {
+            match tls {
+                Tls::Off => token.cancel_query(NoTls).await,
+                Tls::On(connector) => token.cancel_query(connector.clone()).await,
+            }
+        };
+        match tokio::time::timeout(CANCEL_TIMEOUT, cancelling).await {
             Ok(Ok(())) => tracing::warn!("statement cancelled at the invocation deadline"),
             _ => tracing::warn!(
                 "could not cancel the statement at the deadline; it may still commit"
@@ -182,7 +189,29 @@ async fn open_client(
 ) -> Result<(Client, JoinHandle<()>), StoreError> {
     let connect_deadline = deadline.min(Instant::now() + CONNECT_TIMEOUT);
     let settings = connection_settings(&target.config)?;
-    let connecting = settings.connect(target.tls.clone());
+    match &target.tls {
+        Tls::Off => connect_with(target, &settings, NoTls, connect_deadline).await,
+        Tls::On(connector) => {
+            connect_with(target, &settings, connector.clone(), connect_deadline).await
+        }
+    }
+}
+
+/// `open_client` with one kind of connector: a connection's type names its stream's, so each
+/// kind gets a task of its own.
+async fn connect_with<T>(
+    target: &Target,
+    settings: &tokio_postgres::Config,
+    tls: T,
+    connect_deadline: Instant,
+) -> Result<(Client, JoinHandle<()>), StoreError>
+where
+    T: MakeTlsConnect<Socket>,
+    T::Stream: Send + 'static,
+    T::TlsConnect: Send,
+    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+{
+    let connecting = settings.connect(tls);
     let (client, connection) = match timeout_at(connect_deadline, connecting).await {
         Err(_) => return Err(connect_error(&target.config, "no answer in time")),
         Ok(Err(e)) => return Err(connect_error(&target.config, &connect_detail(&e))),

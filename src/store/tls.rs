@@ -9,6 +9,16 @@ use postgres_native_tls::MakeTlsConnector;
 use super::StoreError;
 use crate::config::{DatabaseConfig, RootCertificates, SslMode};
 
+/// How the function's connections are made: in plain TCP, or through native-tls.
+#[derive(Clone)]
+pub(super) enum Tls {
+    /// `sslmode=disable`. No connector at all: building native-tls's loads the system's CA
+    /// bundle whatever it is asked to trust (BENCHMARKS.md, "Cold start"), most of the cold
+    /// start before connecting, for a connection that never negotiates TLS.
+    Off,
+    On(MakeTlsConnector),
+}
+
 /// What of the server's certificate is checked.
 enum Verify {
     Nothing,
@@ -16,10 +26,11 @@ enum Verify {
     ChainAndName,
 }
 
-pub(super) fn connector(config: &DatabaseConfig) -> Result<MakeTlsConnector, StoreError> {
+pub(super) fn connector(config: &DatabaseConfig) -> Result<Tls, StoreError> {
     let root_file = matches!(config.root_cert, Some(RootCertificates::File(_)));
     let verify = match config.ssl_mode {
-        SslMode::Disable | SslMode::Prefer => Verify::Nothing,
+        SslMode::Disable => return Ok(Tls::Off),
+        SslMode::Prefer => Verify::Nothing,
         // libpq: with a root certificate file, require checks the chain as verify-ca does.
         SslMode::Require if root_file => Verify::Chain,
         SslMode::Require => Verify::Nothing,
@@ -39,10 +50,10 @@ pub(super) fn connector(config: &DatabaseConfig) -> Result<MakeTlsConnector, Sto
         Verify::ChainAndName => {}
     }
     match (&verify, &config.root_cert) {
-        // The system's roots: OpenSSL's default store (its load was most of the cold start's
-        // connect time, BENCHMARKS.md, so it is loaded only here).
+        // The system's roots: OpenSSL's default store.
         (Verify::Chain | Verify::ChainAndName, Some(RootCertificates::System)) => {}
-        // Only the file's certificates, as libpq: not the system's as well.
+        // Only the file's certificates, as libpq: not the system's as well. (native-tls still
+        // reads the system's bundle first, then empties the store: time, not trust.)
         (Verify::Chain | Verify::ChainAndName, Some(RootCertificates::File(path))) => {
             builder.disable_built_in_roots(true);
             trust_only(&mut builder, path)?;
@@ -54,7 +65,7 @@ pub(super) fn connector(config: &DatabaseConfig) -> Result<MakeTlsConnector, Sto
     let connector = builder
         .build()
         .map_err(|e| StoreError::Tls(e.to_string()))?;
-    Ok(MakeTlsConnector::new(connector))
+    Ok(Tls::On(MakeTlsConnector::new(connector)))
 }
 
 /// Adds every certificate of the PEM file at `path` as a trusted root.

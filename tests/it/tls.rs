@@ -252,6 +252,53 @@ async fn verify_full_never_falls_back_to_plain_tcp() {
     assert!(matches!(error, StoreError::Unavailable(_)), "{error}");
 }
 
+/// With `sslmode=disable` the function builds no TLS connector, so it reads no certificate store
+/// before it connects (building native-tls's connector reads the system's whatever it is told to
+/// trust, most of the cold start, BENCHMARKS.md). `SSL_CERT_FILE` names a FIFO nobody writes to:
+/// any read of the store blocks there. With `sslmode=prefer`, which needs the connector, the same
+/// start blocks, so the check can fail.
+#[tokio::test]
+async fn sslmode_disable_reads_no_certificate_store_before_connecting() {
+    let fifo = std::env::temp_dir().join(format!("login-etl-no-store-{}", std::process::id()));
+    let _ = std::fs::remove_file(&fifo);
+    let made = Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success(), "mkfifo {}", fifo.display());
+    for (sslmode, reaches_the_database) in [("disable", true), ("prefer", false)] {
+        let database = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = database.local_addr().unwrap().port();
+        let mut function = tokio::process::Command::new(env!("CARGO_BIN_EXE_login-etl"))
+            .env_clear()
+            .env("AWS_LAMBDA_FUNCTION_NAME", "login-etl")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+            .env("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9")
+            .env(
+                "DATABASE_URL",
+                format!("postgres://etl@127.0.0.1:{port}/etl?sslmode={sslmode}"),
+            )
+            .env("MASKING_KEY", "test-masking-key-0123456789abcdef-0123")
+            .env("SSL_CERT_FILE", &fifo)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn login-etl");
+        let wait = if reaches_the_database { 30 } else { 3 };
+        let attempt =
+            tokio::time::timeout(std::time::Duration::from_secs(wait), database.accept()).await;
+        function.kill().await.ok();
+        assert_eq!(
+            attempt.is_ok(),
+            reaches_the_database,
+            "sslmode={sslmode}: connect attempt within {wait} s"
+        );
+    }
+    std::fs::remove_file(&fifo).ok();
+}
+
 #[tokio::test]
 async fn an_unreadable_root_certificate_is_a_clear_error() {
     let missing = Path::new("/nonexistent/ca.pem");
