@@ -1,337 +1,332 @@
-//! The real release binary under a stub of the Lambda Runtime API: cold start, peak RSS, size.
+//! The real release binary, as Lambda runs it: a stand-in Runtime API on loopback
+//! (`benches/runtime_api`) hands it SQS events and times each invocation.
 //!
-//! Cold start is the time from spawning the process to its first `GET .../invocation/next`,
-//! which the runtime sends once `main` has read the configuration, built the masker, connected,
-//! prepared its statements, checked the schema, registered its shutdown extension and started
-//! the runtime client: the moment Lambda would consider init done. Two estimates of the part before connecting: the connect and prepare to the local
-//! server measured on their own in this process and subtracted; and the time until the binary
-//! exits when the database port refuses the connection (an upper bound: it includes building
-//! the TLS connector, the refused connect, the error log line and the process exit).
-//! Peak RSS is `VmHWM` of the function's process after it answered one 5,000-record batch.
+//! - Per batch (`deployed`): the same batches through the binary and through the in-process
+//!   handler (`Processor::process`, what the table above measures), passes alternating, the
+//!   table truncated before each. For the binary, its own EMF `DurationMs` (what the dashboard
+//!   shows; it spans `process`, as the in-process figure does) and the Runtime API's time from
+//!   handing out the event to the response (what an invocation takes: reading and deserializing
+//!   the event, the handler, serializing and sending the answer).
+//! - Cold start (`report`): spawn to the first `GET .../invocation/next`, which the runtime sends
+//!   once `main` has read the configuration, connected, prepared, checked the schema and
+//!   registered its shutdown extension; and spawn to the connect attempt (the database port
+//!   accepting the TCP connection), the part before connecting, uncapped and with the CPU of a
+//!   128 MB function (a cgroup v1 quota, `benches/shapes/cgroup.rs`).
+//! - Peak RSS: `VmHWM` of the function's process after it answered one 5,000-record batch.
 
-use std::process::Stdio;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::io::BufRead;
+use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsEvent;
-use login_etl::config::DatabaseConfig;
-use login_etl::store::{Store, StoreOptions};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::process::{Child, Command};
+use tokio::net::TcpListener;
+use tokio::process::Command;
 use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
 use tokio_postgres::Client;
 
-use crate::{median, peak_rss_mib, workload};
+use crate::cgroup::{self, CpuCap};
+use crate::runtime_api::{self, Answer, Function};
+use crate::{median, percentile_ms, workload, Bench, Path};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_login-etl");
 const COLD_STARTS: usize = 15;
 const RSS_BATCH: usize = 5_000;
-const NEXT: &str = "/2018-06-01/runtime/invocation/next";
+/// What Lambda gives the function to answer; far more than any batch here takes.
+const INVOCATION_TIMEOUT: Duration = Duration::from_secs(60);
+/// The smallest memory size, whose CPU share (128/1769 of a vCPU) makes the slowest cold start.
+const SMALLEST_MB: u32 = 128;
 
-pub async fn report(admin: &Client, url: &str, config: DatabaseConfig) {
+/// Batches per pass when the deployed binary is compared with the in-process handler: at 1,000
+/// records the 150 batches in which the gap was first reported; smaller sizes are cheap enough
+/// for more.
+fn deployed_batches(size: usize) -> usize {
+    match size {
+        0..=10 => 300,
+        11..=100 => 200,
+        _ => 150,
+    }
+}
+
+/// The function as deployed (prepared statements, no vault), its stdout read for EMF lines.
+fn command(url: &str) -> (Command, mpsc::UnboundedReceiver<Duration>) {
+    let mut command = runtime_api::lambda_command(BINARY, SMALLEST_MB);
+    command
+        .env("DATABASE_URL", url)
+        .env("MASKING_KEY", workload::MASKING_KEY);
+    let (reader, writer) = std::io::pipe().expect("a pipe for the function's stdout");
+    command.stdout(writer);
+    (command, read_metrics(reader))
+}
+
+async fn start(command: Command) -> Function {
+    Function::start(command, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("login-etl did not start: {e:?}"))
+}
+
+/// Hands `event` to the function; its answer, and the invocation's duration.
+async fn invoke(function: &mut Function, event: &[u8]) -> (Vec<u8>, Duration) {
+    let invocation = function.invoke(event, INVOCATION_TIMEOUT).await;
+    match invocation.answer {
+        Answer::Response(body) => (body, invocation.duration),
+        Answer::Error(body) => panic!(
+            "login-etl failed the batch: {}",
+            String::from_utf8_lossy(&body)
+        ),
+    }
+}
+
+/// The `DurationMs` of the function's next EMF line (printed before it answers).
+async fn emf_duration(metrics: &mut mpsc::UnboundedReceiver<Duration>) -> Duration {
+    timeout(Duration::from_secs(10), metrics.recv())
+        .await
+        .expect("an EMF line for every batch")
+        .expect("login-etl's stdout is open")
+}
+
+/// Reads the function's stdout (log lines, and one EMF line per batch) to its end, passing on
+/// each batch's `DurationMs`.
+fn read_metrics(stdout: std::io::PipeReader) -> mpsc::UnboundedReceiver<Duration> {
+    let (sender, receiver) = mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            // The EMF line is the only JSON object with an `_aws` member.
+            let Ok(document) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if !document["_aws"].is_object() {
+                continue;
+            }
+            assert_eq!(document["Failed"], 0, "no row may fail in the benchmark");
+            let ms = document["DurationMs"].as_f64().expect("EMF has DurationMs");
+            if sender.send(Duration::from_secs_f64(ms / 1e3)).is_err() {
+                return;
+            }
+        }
+    });
+    receiver
+}
+
+/// The per-batch time users get, next to the in-process handler's on the same batches.
+pub async fn deployed(bench: &mut Bench, url: &str, sizes: &[usize], runs: usize) {
+    println!(
+        "\nThe deployed binary against the in-process handler, same batches, {runs} runs of each, \
+         passes alternating; per-batch ms pooled over the runs"
+    );
+    println!(
+        "| batch | batches | in-process p50 / p99 | in-process p50, first / last pass-length | \
+         binary EMF DurationMs p50 / p99 | binary invocation p50 / p99 | EMF / in-process | \
+         invocation / in-process |"
+    );
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for &size in sizes {
+        let batches = crate::workload(size, size * deployed_batches(size), &bench.masker);
+        let events: Vec<Vec<u8>> = batches
+            .iter()
+            .map(|batch| {
+                let mut event = SqsEvent::default();
+                event.records = batch.records.clone();
+                serde_json::to_vec(&event).unwrap()
+            })
+            .collect();
+        let expected: i64 = batches.iter().map(|b| b.new_rows.len() as i64).sum();
+        let (command, mut metrics) = command(url);
+        let mut function = start(command).await;
+        // Warm-up, not counted, as the in-process passes have theirs.
+        for event in &events[..events.len().min(3)] {
+            invoke(&mut function, event).await;
+            emf_duration(&mut metrics).await;
+        }
+        bench
+            .pass(Path::Handler, &batches[..batches.len().min(3)])
+            .await;
+
+        let (mut in_process, mut emf, mut invocation) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut emf_ratios, mut invocation_ratios) = (Vec::new(), Vec::new());
+        let (mut first, mut last) = (Vec::new(), Vec::new());
+        // The table grows through a pass: its first batches are what a pass of the table above
+        // writes (records_per_pass), its last ones show what a longer run adds.
+        let window = crate::records_per_pass(size) / size;
+        for run in 0..runs {
+            let binary_pass = async |bench: &Bench, function: &mut Function, metrics: &mut _| {
+                bench.truncate().await;
+                let (mut emf, mut invocation) = (Vec::new(), Vec::new());
+                for event in &events {
+                    invocation.push(invoke(function, event).await.1);
+                    emf.push(emf_duration(metrics).await);
+                }
+                assert_eq!(
+                    stored(&bench.admin).await,
+                    expected,
+                    "the binary stored another row count than the handler"
+                );
+                (emf, invocation)
+            };
+            // Alternate which goes first, so neither always follows the other's writes.
+            let (mut run_in_process, (mut run_emf, mut run_invocation)) = if run % 2 == 0 {
+                let binary = binary_pass(bench, &mut function, &mut metrics).await;
+                (bench.pass(Path::Handler, &batches).await.latencies, binary)
+            } else {
+                let in_process = bench.pass(Path::Handler, &batches).await.latencies;
+                (
+                    in_process,
+                    binary_pass(bench, &mut function, &mut metrics).await,
+                )
+            };
+            first.extend_from_slice(&run_in_process[..window.min(run_in_process.len())]);
+            last.extend_from_slice(&run_in_process[run_in_process.len().saturating_sub(window)..]);
+            let base = percentile_ms(&mut run_in_process, 50.0);
+            emf_ratios.push(percentile_ms(&mut run_emf, 50.0) / base);
+            invocation_ratios.push(percentile_ms(&mut run_invocation, 50.0) / base);
+            in_process.extend(run_in_process);
+            emf.extend(run_emf);
+            invocation.extend(run_invocation);
+        }
+        function.stop().await;
+        let p50_p99 = |values: &mut Vec<Duration>| {
+            format!(
+                "{:.2} / {:.2}",
+                percentile_ms(values, 50.0),
+                percentile_ms(values, 99.0)
+            )
+        };
+        println!(
+            "| {size} | {} | {} | {:.2} / {:.2} | {} | {} | {:.2} | {:.2} |",
+            batches.len(),
+            p50_p99(&mut in_process),
+            percentile_ms(&mut first, 50.0),
+            percentile_ms(&mut last, 50.0),
+            p50_p99(&mut emf),
+            p50_p99(&mut invocation),
+            median(&mut emf_ratios),
+            median(&mut invocation_ratios),
+        );
+    }
+    println!(
+        "ratios: median over runs of (the binary's p50 / the in-process p50 of the same run); \
+         invocation: the Runtime API's event handed out -> response received"
+    );
+}
+
+async fn stored(admin: &Client) -> i64 {
+    admin
+        .query_one("SELECT count(*) FROM user_logins", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Cold start, the part before connecting (uncapped and at 128 MB), peak RSS, size.
+pub async fn report(admin: &Client, url: &str) {
     let size_mib = std::fs::metadata(BINARY).map_or(f64::NAN, |m| m.len() as f64 / 1048576.0);
     println!(
         "\nLambda binary: {BINARY} ({size_mib:.2} MiB, stripped; x86_64 glibc, not the arm64 zip)"
     );
 
-    let mut connect_ms: Vec<f64> = Vec::new();
-    for _ in 0..COLD_STARTS {
-        let started = Instant::now();
-        let deadline = started + Duration::from_secs(10);
-        Store::connect(config.clone(), StoreOptions::default(), deadline)
-            .await
-            .unwrap();
-        connect_ms.push(started.elapsed().as_secs_f64() * 1e3);
-    }
-
     let mut cold_ms: Vec<f64> = Vec::new();
     let mut idle_rss: Vec<f64> = Vec::new();
     for _ in 0..COLD_STARTS {
-        let function = Function::start(url).await;
+        let function = start(command(url).0).await;
         cold_ms.push(function.cold_start.as_secs_f64() * 1e3);
-        idle_rss.push(peak_rss_mib(&function.pid()));
+        idle_rss.push(function.peak_rss_mib());
         function.stop().await;
+    }
+
+    let cap = CpuCap::create("ingest-cold-start").ok();
+    let mut before_connecting: Vec<(String, f64)> = Vec::new();
+    for sslmode in ["disable", "prefer"] {
+        let mut uncapped: Vec<f64> = Vec::new();
+        let mut capped: Vec<f64> = Vec::new();
+        for _ in 0..COLD_STARTS {
+            uncapped.push(until_connect_attempt(sslmode, None).await);
+            if let Some(cap) = &cap {
+                capped.push(until_connect_attempt(sslmode, Some((cap, SMALLEST_MB))).await);
+            }
+        }
+        before_connecting.push((
+            format!("spawn -> connect attempt, sslmode={sslmode}, uncapped"),
+            median(&mut uncapped),
+        ));
+        before_connecting.push((
+            format!("spawn -> connect attempt, sslmode={sslmode}, CPU of {SMALLEST_MB} MB"),
+            if cap.is_some() {
+                median(&mut capped)
+            } else {
+                f64::NAN // no cgroup v1 cpu controller to write to (not root?)
+            },
+        ));
     }
 
     admin
         .batch_execute("TRUNCATE user_logins")
         .await
         .expect("truncate");
-    let mut function = Function::start(url).await;
+    let (command, mut metrics) = command(url);
+    let mut function = start(command).await;
     let mut event = SqsEvent::default();
     event.records = workload::records(7, RSS_BATCH);
     let body = serde_json::to_vec(&event).unwrap();
-    let started = Instant::now();
-    let answer = function.invoke(&body).await;
-    let invoke_ms = started.elapsed().as_secs_f64() * 1e3;
-    let batch_rss = peak_rss_mib(&function.pid());
+    let (answer, invocation) = invoke(&mut function, &body).await;
+    emf_duration(&mut metrics).await;
+    let batch_rss = function.peak_rss_mib();
     function.stop().await;
     let failures = serde_json::from_slice::<serde_json::Value>(&answer)
         .ok()
         .and_then(|v| v["batchItemFailures"].as_array().map(Vec::len));
-    let stored: i64 = admin
-        .query_one("SELECT count(*) FROM user_logins", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let stored = stored(admin).await;
 
-    let mut refused_ms: Vec<f64> = Vec::new();
-    for _ in 0..COLD_STARTS {
-        refused_ms.push(Function::time_to_refused_exit().await.as_secs_f64() * 1e3);
-    }
-
-    let cold = median(&mut cold_ms);
-    let connect = median(&mut connect_ms);
     println!("| measure | median of {COLD_STARTS} |");
     println!("| --- | ---: |");
     println!(
-        "| cold start: spawn -> first GET /next (includes connect + prepare) | {cold:.1} ms |"
+        "| cold start: spawn -> first GET /next (includes connect + prepare) | {:.1} ms |",
+        median(&mut cold_ms)
     );
-    println!("| connect + prepare alone (measured in-process, same server) | {connect:.1} ms |");
-    println!(
-        "| cold start before connecting (difference) | {:.1} ms |",
-        cold - connect
-    );
-    println!(
-        "| spawn -> exit when the database refuses the connection (upper bound) | {:.1} ms |",
-        median(&mut refused_ms)
-    );
+    for (measure, ms) in before_connecting {
+        println!("| {measure} | {ms:.1} ms |");
+    }
     println!(
         "| peak RSS when ready (VmHWM) | {:.1} MiB |",
         median(&mut idle_rss)
     );
     println!("| peak RSS after one {RSS_BATCH}-record batch (VmHWM, 1 run) | {batch_rss:.1} MiB |");
     println!(
-        "| that batch: invoke -> response | {invoke_ms:.0} ms ({stored} rows stored, {} failures reported) |",
+        "| that batch: invocation | {:.0} ms ({stored} rows stored, {} failures reported) |",
+        invocation.as_secs_f64() * 1e3,
         failures.map_or("?".to_string(), |n| n.to_string())
     );
 }
 
-/// One execution environment: the binary, talking to our stub of the Runtime API.
-struct Function {
-    child: Child,
-    /// The requests on connections other than `waiting` (see `serve_connections`).
-    requests: mpsc::Receiver<Request>,
-    /// The runtime's connection, parked on its `GET /next`.
-    waiting: BufReader<TcpStream>,
-    cold_start: Duration,
-}
-
-/// A request of the function's runtime client, and the connection to answer it on.
-type Request = (String, String, Vec<u8>, BufReader<TcpStream>);
-
-const EXTENSION_REGISTER: &str = "/2020-01-01/extension/register";
-const EXTENSION_NEXT: &str = "/2020-01-01/extension/event/next";
-
-/// Accepts the function's connections and plays the Extensions API as Lambda does for the
-/// graceful-shutdown extension the function registers at init: the registration is answered,
-/// the extension's `event/next` is never (Lambda answers it with SHUTDOWN). Every other request
-/// is passed on, with its connection.
-fn serve_connections(listener: TcpListener) -> mpsc::Receiver<Request> {
-    let (sender, receiver) = mpsc::channel(16);
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let sender = sender.clone();
-            tokio::spawn(async move {
-                let mut connection = BufReader::new(stream);
-                loop {
-                    let (method, path, body) = read_request(&mut connection).await;
-                    match path.as_str() {
-                        // The client closed the connection.
-                        "" => return,
-                        EXTENSION_REGISTER => {
-                            let answer = r#"{"functionName":"login-etl","functionVersion":"$LATEST","handler":"bootstrap"}"#;
-                            let head = format!(
-                                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
-                                 lambda-extension-identifier: bench-extension\r\n\
-                                 content-length: {}\r\n\r\n",
-                                answer.len()
-                            );
-                            let stream = connection.get_mut();
-                            stream.write_all(head.as_bytes()).await.unwrap();
-                            stream.write_all(answer.as_bytes()).await.unwrap();
-                        }
-                        EXTENSION_NEXT => std::future::pending::<()>().await,
-                        _ => {
-                            let _ = sender.send((method, path, body, connection)).await;
-                            return;
-                        }
-                    }
-                }
-            });
-        }
-    });
-    receiver
-}
-
-impl Function {
-    async fn start(url: &str) -> Function {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let api = listener.local_addr().unwrap().to_string();
-        let log = std::env::temp_dir().join(format!("login-etl-bench-{}.log", std::process::id()));
-        let spawned = Instant::now();
-        let mut child = Command::new(BINARY)
-            .env_clear()
-            .env("AWS_LAMBDA_RUNTIME_API", &api)
-            .env("AWS_LAMBDA_FUNCTION_NAME", "login-etl")
-            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
-            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-            .env("DATABASE_URL", url)
-            .env("MASKING_KEY", workload::MASKING_KEY)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn the login-etl binary");
-        let mut requests = serve_connections(listener);
-        let first = tokio::select! {
-            first = timeout(Duration::from_secs(30), requests.recv()) => first,
-            status = child.wait() => panic!(
-                "login-etl exited during init ({status:?}): {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            ),
-        };
-        let (_, path, _, waiting) = first
-            .expect("login-etl polled the Runtime API within 30 s")
-            .unwrap();
-        let cold_start = spawned.elapsed();
-        assert_eq!(path, NEXT, "the runtime's first request");
-        Function {
-            child,
-            requests,
-            waiting,
-            cold_start,
-        }
+/// Milliseconds from spawning the binary to its TCP connect to the database, on a loopback port
+/// that accepts and says nothing: everything `main` does before connecting, and nothing of the
+/// connect itself. With `cap`, the process runs with the CPU of that memory size from exec on.
+async fn until_connect_attempt(sslmode: &str, cap: Option<(&CpuCap, u32)>) -> f64 {
+    let database = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = database.local_addr().unwrap().port();
+    let mut command = runtime_api::lambda_command(BINARY, cap.map_or(SMALLEST_MB, |c| c.1));
+    command
+        // Never reached: the binary is stopped while it waits for the database.
+        .env("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9")
+        .env(
+            "DATABASE_URL",
+            format!("postgres://etl@127.0.0.1:{port}/etl?sslmode={sslmode}"),
+        )
+        .env("MASKING_KEY", workload::MASKING_KEY);
+    if let Some((cap, memory_mb)) = cap {
+        cap.set_memory(memory_mb).expect("set the CPU quota");
+        cgroup::join_at_exec(&mut command, cap.procs_file().expect("cgroup.procs"));
     }
-
-    /// Spawn to exit, with DATABASE_URL on a loopback port where nothing listens.
-    async fn time_to_refused_exit() -> Duration {
-        let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port(); // the listener is dropped here: the port refuses connections
-        let spawned = Instant::now();
-        let status = Command::new(BINARY)
-            .env_clear()
-            .env("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9")
-            .env("AWS_LAMBDA_FUNCTION_NAME", "login-etl")
-            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
-            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-            .env(
-                "DATABASE_URL",
-                format!("postgres://etl@127.0.0.1:{closed_port}/etl?sslmode=disable"),
-            )
-            .env("MASKING_KEY", workload::MASKING_KEY)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .await
-            .expect("run the login-etl binary");
-        let elapsed = spawned.elapsed();
-        assert!(!status.success(), "login-etl must fail without a database");
-        elapsed
-    }
-
-    fn pid(&self) -> String {
-        self.child.id().expect("running").to_string()
-    }
-
-    /// Answers the parked `GET /next` with `event` and returns the function's response body.
-    async fn invoke(&mut self, event: &[u8]) -> Vec<u8> {
-        let deadline_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis()
-            + 60_000;
-        let head = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
-             lambda-runtime-aws-request-id: bench-1\r\n\
-             lambda-runtime-deadline-ms: {deadline_ms}\r\n\
-             lambda-runtime-invoked-function-arn: arn:aws:lambda:us-east-1:000000000000:function:login-etl\r\n\
-             lambda-runtime-trace-id: Root=1-00000000-000000000000000000000000\r\n\
-             content-length: {}\r\n\r\n",
-            event.len()
-        );
-        let stream = self.waiting.get_mut();
-        stream.write_all(head.as_bytes()).await.unwrap();
-        stream.write_all(event).await.unwrap();
-        // The response may come on this connection or a new one (hyper's pool decides).
-        let (method, path, body) = tokio::select! {
-            request = read_request(&mut self.waiting) => request,
-            Some((method, path, body, connection)) = self.requests.recv() => {
-                self.waiting = connection;
-                (method, path, body)
-            }
-        };
-        let stream = self.waiting.get_mut();
-        stream
-            .write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 2\r\n\r\n{}")
-            .await
-            .unwrap();
-        match (method.as_str(), path.as_str()) {
-            ("POST", "/2018-06-01/runtime/invocation/bench-1/response") => body,
-            ("POST", _) => panic!(
-                "login-etl reported an error on {path}: {}",
-                String::from_utf8_lossy(&body)
-            ),
-            _ => panic!("unexpected {method} {path} before the response"),
-        }
-    }
-
-    async fn stop(mut self) {
-        self.child.start_kill().ok();
-        self.child.wait().await.ok();
-    }
-}
-
-/// Reads one HTTP/1.1 request: method, path, body (Content-Length or chunked).
-async fn read_request(stream: &mut BufReader<TcpStream>) -> (String, String, Vec<u8>) {
-    let mut line = String::new();
-    stream.read_line(&mut line).await.unwrap();
-    let mut parts = line.split_whitespace();
-    let method = parts.next().unwrap_or_default().to_string();
-    let path = parts.next().unwrap_or_default().to_string();
-    let mut length = 0;
-    let mut chunked = false;
-    loop {
-        line.clear();
-        stream.read_line(&mut line).await.unwrap();
-        let header = line.trim_end();
-        if header.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = header.split_once(':') {
-            let value = value.trim();
-            if name.eq_ignore_ascii_case("content-length") {
-                length = value.parse().unwrap();
-            } else if name.eq_ignore_ascii_case("transfer-encoding") {
-                chunked = value.eq_ignore_ascii_case("chunked");
-            }
-        }
-    }
-    let mut body = Vec::new();
-    if chunked {
-        loop {
-            line.clear();
-            stream.read_line(&mut line).await.unwrap();
-            let size = usize::from_str_radix(line.trim(), 16).unwrap();
-            let mut chunk = vec![0; size + 2];
-            stream.read_exact(&mut chunk).await.unwrap();
-            if size == 0 {
-                break;
-            }
-            body.extend_from_slice(&chunk[..size]);
-        }
-    } else {
-        body.resize(length, 0);
-        stream.read_exact(&mut body).await.unwrap();
-    }
-    (method, path, body)
+    let spawned = Instant::now();
+    let mut child = command.spawn().expect("spawn the login-etl binary");
+    let accepted = tokio::select! {
+        accepted = timeout(Duration::from_secs(30), database.accept()) => accepted,
+        status = child.wait() => panic!("login-etl exited before connecting: {status:?}"),
+    };
+    let elapsed = spawned.elapsed();
+    accepted
+        .expect("login-etl connects within 30 s")
+        .expect("accept");
+    child.start_kill().ok();
+    child.wait().await.ok();
+    elapsed.as_secs_f64() * 1e3
 }

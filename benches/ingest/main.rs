@@ -22,7 +22,12 @@ mod database;
 mod workload;
 
 mod candidates;
+#[path = "../shapes/cgroup.rs"]
+#[allow(dead_code)] // the CPU cap only, for the cold start at 128 MB
+mod cgroup;
 mod lambda_binary;
+#[path = "../runtime_api/mod.rs"]
+mod runtime_api;
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -46,6 +51,8 @@ struct Options {
     sizes: Vec<usize>,
     candidates: bool,
     lambda_binary: bool,
+    /// Only the deployed binary against the in-process handler, and the cold start.
+    deployed_only: bool,
 }
 
 impl Options {
@@ -55,6 +62,7 @@ impl Options {
             sizes: vec![10, 100, 1000, 5000],
             candidates: true,
             lambda_binary: true,
+            deployed_only: false,
         };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
@@ -81,6 +89,7 @@ impl Options {
                 }
                 "--no-candidates" => options.candidates = false,
                 "--no-lambda-binary" => options.lambda_binary = false,
+                "--deployed-only" => options.deployed_only = true,
                 // cargo bench passes --bench to harness = false targets.
                 "--bench" => {}
                 other => panic!("unknown option {other}; see benches/ingest/main.rs"),
@@ -107,8 +116,8 @@ struct Batch {
     new_rows: Vec<LoginRow>,
 }
 
-fn workload(batch_size: usize, masker: &Masker) -> Vec<Batch> {
-    let records = workload::records(batch_size as u64, records_per_pass(batch_size));
+fn workload(batch_size: usize, records: usize, masker: &Masker) -> Vec<Batch> {
+    let records = workload::records(batch_size as u64, records);
     let today = OffsetDateTime::now_utc().date();
     let mut stored: HashSet<String> = HashSet::new();
     records
@@ -234,22 +243,6 @@ fn percentile_ms(latencies: &mut [Duration], p: f64) -> f64 {
     latencies[rank.min(latencies.len()) - 1].as_secs_f64() * 1e3
 }
 
-/// Peak resident set size of a process in MiB (`VmHWM` in /proc/PID/status).
-pub fn peak_rss_mib(pid: &str) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|rest| {
-            rest.trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<f64>()
-                .ok()
-        })
-        .map_or(f64::NAN, |kib| kib / 1024.0)
-}
-
 async fn setting(client: &Client, name: &str) -> String {
     client
         .query_one(&format!("SHOW {name}"), &[])
@@ -303,7 +296,7 @@ async fn main() {
     let masker = Masker::new(workload::MASKING_KEY.as_bytes()).unwrap();
     let config = DatabaseConfig::from_url(&url).expect("DATABASE_URL parses");
     let far = Instant::now() + Duration::from_secs(30);
-    let store = Store::connect(config.clone(), StoreOptions::default(), far)
+    let store = Store::connect(config, StoreOptions::default(), far)
         .await
         .expect("connect to a migrated database");
     let raw = connect(&url).await;
@@ -316,18 +309,35 @@ async fn main() {
         processor: Processor::new(masker.clone(), store),
     };
 
-    let mut paths = vec![Path::Handler, Path::Copy, Path::PlanOnly];
-    if options.candidates {
-        paths.extend(candidates::Candidate::ALL.map(Path::Candidate));
+    let lambda_binary = options.lambda_binary || options.deployed_only;
+    if lambda_binary {
+        // First, while this process is small: a child forked from it and capped before exec
+        // pays for tearing down the copy of its address space at the capped CPU's speed, which
+        // a function started by Lambda does not.
+        lambda_binary::report(&bench.admin, &url).await;
     }
+    if !options.deployed_only {
+        in_process_table(&mut bench, &options, &masker).await;
+    }
+    if lambda_binary {
+        lambda_binary::deployed(&mut bench, &url, &options.sizes, options.runs).await;
+    }
+}
+
+/// Every path on the same batches, in-process: the handler against COPY and the candidates.
+async fn in_process_table(bench: &mut Bench, options: &Options, masker: &Masker) {
     println!(
         "\n{} runs per batch size, medians; latency percentiles pooled over all runs",
         options.runs
     );
+    let mut paths = vec![Path::Handler, Path::Copy, Path::PlanOnly];
+    if options.candidates {
+        paths.extend(candidates::Candidate::ALL.map(Path::Candidate));
+    }
     println!("| batch | path | records/s | x COPY | batch p50 ms | batch p99 ms |");
     println!("| ---: | --- | ---: | ---: | ---: | ---: |");
     for &size in &options.sizes {
-        let batches = workload(size, &masker);
+        let batches = workload(size, records_per_pass(size), masker);
         let records: usize = batches.iter().map(|b| b.records.len()).sum();
         let mut throughput: Vec<Vec<f64>> = vec![Vec::new(); paths.len()];
         let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); paths.len()];
@@ -368,10 +378,6 @@ async fn main() {
     println!("x COPY = median over runs of (COPY time / this path's time) in the same run.");
     println!(
         "benchmark process peak RSS: {:.1} MiB (holds every generated workload; see the Lambda binary below)",
-        peak_rss_mib("self")
+        runtime_api::peak_rss_mib("self")
     );
-
-    if options.lambda_binary {
-        lambda_binary::report(&bench.admin, &url, config).await;
-    }
 }
