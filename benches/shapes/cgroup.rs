@@ -21,9 +21,10 @@ pub struct CpuCap {
 }
 
 impl CpuCap {
-    /// Creates the cgroup; the function processes join it with `procs_file` at spawn.
-    pub fn create() -> std::io::Result<CpuCap> {
-        let dir = PathBuf::from(ROOT).join(format!("login-etl-shapes-{}", std::process::id()));
+    /// Creates the cgroup `name`; the function processes join it with `procs_file` at spawn.
+    pub fn create(name: &str) -> std::io::Result<CpuCap> {
+        let dir =
+            PathBuf::from(ROOT).join(format!("login-etl-shapes-{}-{name}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         std::fs::write(
             dir.join("cpu.cfs_period_us"),

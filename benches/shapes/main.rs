@@ -5,19 +5,23 @@
 //! `cargo bench --bench shapes -- [--quick] [--csv target/shapes.csv] [--memory 128,256]
 //! [--rtt 0,0.5] [--sizes 10,100] [--python .venv-anchor/bin/python]`.
 //!
-//! For each function, memory size (a cgroup v1 CPU quota, `cgroup.rs`), round trip (a delay
-//! proxy in this process, `proxy.rs`) and batch size, one fresh function process (its cold start
-//! measured capped), then per batch size: the table truncated, warm-up batches, then measured
-//! batches handed out back to back by a stand-in Runtime API (`benches/runtime_api`), each
-//! timed from handing out the event to receiving the response. The functions:
+//! For each round trip (a delay proxy in this process, `proxy.rs`) and memory size (a cgroup v1
+//! CPU quota per function, `cgroup.rs`), one fresh process of each function (its cold start
+//! measured capped); then for each batch size, warm-up batches and measured batches, each handed
+//! out by a stand-in Runtime API (`benches/runtime_api`) and timed from handing out the event to
+//! receiving the response. The contenders take turns batch by batch, in a rotating order, each
+//! writing to a database of its own (truncated before each batch size), so a noisy moment of this
+//! shared 2-core machine hits them alike and the ratios between them hold:
 //! - `rust`: the release binary as deployed (prepared statements: INSERT below 100 rows, binary
 //!   COPY with planning streamed into it from 100);
 //! - `rust-insert`: the same binary with PREPARED_STATEMENTS=false, which writes every batch with
 //!   one INSERT (unnamed statements take no COPY): what the COPY threshold is weighed against;
 //! - `python`: `benches/python_anchor` (powertools BatchProcessor, psycopg executemany);
-//! - in-process, capped (`worker.rs`): planning streamed into the COPY against planning first;
-//! - uncapped, in this process: a binary COPY of the same rows through the same proxy, the
-//!   database's limit.
+//! - `copy-baseline`: a binary COPY of exactly the rows the functions store, already masked,
+//!   from this (uncapped) process through the same proxy: the database's limit.
+//!
+//! Then, in-process and capped (`worker.rs`), planning streamed into the COPY against planning
+//! first, taking turns the same way.
 //!
 //! Every function gets the same SqsEvent bytes (`benches/workload`), and after each cell the
 //! table's contents are hashed so Rust and Python are checked to store the same rows.
@@ -159,6 +163,8 @@ struct Workload {
     size: usize,
     events: Vec<Vec<u8>>,
     records: Vec<Vec<SqsMessage>>,
+    /// The rows each batch newly stores, masked: the COPY baseline's input.
+    new_rows: Vec<Vec<LoginRow>>,
 }
 
 impl Workload {
@@ -173,19 +179,10 @@ impl Workload {
                 serde_json::to_vec(&event).expect("serialize the event")
             })
             .collect();
-        Workload {
-            size,
-            events,
-            records,
-        }
-    }
-
-    /// The rows the function newly stores per measured batch, masked: the COPY baseline's input.
-    fn new_rows(&self) -> Vec<Vec<LoginRow>> {
         let masker = Masker::new(workload::MASKING_KEY.as_bytes()).expect("masker");
         let today = OffsetDateTime::now_utc().date();
         let mut stored: HashSet<String> = HashSet::new();
-        self.records
+        let new_rows = records
             .iter()
             .map(|batch| {
                 plan_batch(batch, &masker, today)
@@ -195,7 +192,13 @@ impl Workload {
                     .filter(|row| stored.insert(row.message_id.clone()))
                     .collect()
             })
-            .collect()
+            .collect();
+        Workload {
+            size,
+            events,
+            records,
+            new_rows,
+        }
     }
 }
 
@@ -216,6 +219,22 @@ struct Cell {
 }
 
 impl Cell {
+    fn new(kind: &'static str, memory_mb: u32, rtt_ms: f64, size: usize) -> Cell {
+        Cell {
+            kind,
+            memory_mb,
+            rtt_ms,
+            size,
+            durations: Vec::new(),
+            records: 0,
+            failures: 0,
+            peak_rss_mib: f64::NAN,
+            cold_start_ms: f64::NAN,
+            before_connect_ms: f64::NAN,
+            rows_digest: String::new(),
+        }
+    }
+
     fn busy(&self) -> f64 {
         self.durations.iter().map(Duration::as_secs_f64).sum()
     }
@@ -230,7 +249,7 @@ impl Cell {
             .collect()
     }
     fn cost_per_million(&self) -> f64 {
-        if self.memory_mb == 0 {
+        if self.kind == "copy-baseline" {
             return f64::NAN; // not a Lambda function
         }
         let gb_seconds: f64 =
@@ -328,19 +347,23 @@ async fn calibrate(proxy: &DelayProxy, rtt_ms: f64, url: &str, proxy_url: &str) 
     measured
 }
 
-struct Bench {
-    options: Options,
+/// Where one contender writes: a database of its own, so that the contenders can take turns
+/// batch by batch (each against the same table state) and a noisy moment hits them alike.
+struct Target {
+    /// Direct, uncapped: truncation and digests.
     admin: Client,
-    cap: CpuCap,
-    /// One per round trip, with the URL through it.
-    proxies: Vec<(f64, DelayProxy, String)>,
-    workloads: Vec<Workload>,
-    csv: String,
-    /// rows_digest per (kind, batch size): Rust and Python must agree.
-    digests: BTreeMap<usize, HashSet<String>>,
+    url: String,
 }
 
-impl Bench {
+impl Target {
+    async fn new(server_url: &str, database: &str) -> Target {
+        let url = database::fresh_database(server_url, database).await;
+        Target {
+            admin: database::connect(&url).await,
+            url,
+        }
+    }
+
     async fn truncate(&self) {
         self.admin
             .batch_execute("TRUNCATE user_logins")
@@ -348,6 +371,7 @@ impl Bench {
             .expect("truncate user_logins");
     }
 
+    /// Row count and a hash of every stored value, to check that two functions stored the same.
     async fn rows_digest(&self) -> String {
         let row = self
             .admin
@@ -361,8 +385,33 @@ impl Bench {
             .expect("digest");
         row.get(0)
     }
+}
 
-    fn command(&self, kind: Kind, memory_mb: u32, url: &str) -> tokio::process::Command {
+const KINDS: [Kind; 3] = [Kind::Rust, Kind::RustInsert, Kind::Python];
+/// The contenders of a round: the functions of `KINDS`, then the COPY baseline.
+const COPY: usize = KINDS.len();
+
+struct Bench {
+    options: Options,
+    /// One per function kind (`KINDS`), so each is capped on its own.
+    caps: Vec<CpuCap>,
+    /// One per function kind, then the COPY baseline's.
+    targets: Vec<Target>,
+    /// One per round trip, with its measured added round trip.
+    proxies: Vec<(f64, DelayProxy)>,
+    workloads: Vec<Workload>,
+    csv: String,
+    /// rows_digest per batch size of the rust and python functions: they must agree.
+    digests: BTreeMap<usize, HashSet<String>>,
+}
+
+impl Bench {
+    fn proxied(&self, target: usize, rtt: usize) -> String {
+        with_address(&self.targets[target].url, self.proxies[rtt].1.address)
+    }
+
+    fn command(&self, k: usize, memory_mb: u32, url: &str) -> tokio::process::Command {
+        let kind = KINDS[k];
         let mut command = match kind {
             Kind::Rust | Kind::RustInsert => runtime_api::lambda_command(BINARY, memory_mb),
             Kind::Python => {
@@ -381,68 +430,95 @@ impl Bench {
         if kind == Kind::RustInsert {
             command.env("PREPARED_STATEMENTS", "false");
         }
-        let procs = self.cap.procs_file().expect("open cgroup.procs");
+        let procs = self.caps[k].procs_file().expect("open cgroup.procs");
         cgroup::join_at_exec(&mut command, procs);
         command
     }
 
-    /// One function process at one memory size and round trip, through every batch size.
-    async fn function(&mut self, kind: Kind, memory_mb: u32, rtt: usize) -> Vec<Cell> {
-        let (rtt_ms, proxy_url) = (self.proxies[rtt].0, self.proxies[rtt].2.clone());
-        self.cap.set_memory(memory_mb).expect("set the CPU quota");
-        let command = self.command(kind, memory_mb, &proxy_url);
-        let mut function = Function::start(command, Duration::from_secs(120))
-            .await
-            .unwrap_or_else(|e| panic!("{} did not start: {e:?}", kind.name()));
-        let cold_start_ms = function.cold_start.as_secs_f64() * 1e3;
-        let before_connect_ms = self.proxies[rtt]
-            .1
-            .first_connection_since(function.spawned)
-            .map_or(f64::NAN, |at| (at - function.spawned).as_secs_f64() * 1e3);
-        let mut cells = Vec::new();
+    /// One memory size at one round trip: a fresh process of each function (cold start
+    /// measured capped), then for each batch size the same batches handed to each function and
+    /// copied by the baseline, taking turns batch by batch in a rotating order.
+    async fn round(&mut self, memory_mb: u32, rtt: usize) {
+        let rtt_ms = self.proxies[rtt].0;
+        let mut functions = Vec::new();
+        let mut started = Vec::new();
+        for (k, kind) in KINDS.iter().enumerate() {
+            self.caps[k]
+                .set_memory(memory_mb)
+                .expect("set the CPU quota");
+            let command = self.command(k, memory_mb, &self.proxied(k, rtt));
+            let function = Function::start(command, Duration::from_secs(120))
+                .await
+                .unwrap_or_else(|e| panic!("{} did not start: {e:?}", kind.name()));
+            let before_connect = self.proxies[rtt]
+                .1
+                .first_connection_since(function.spawned)
+                .map_or(f64::NAN, |at| (at - function.spawned).as_secs_f64() * 1e3);
+            started.push((function.cold_start.as_secs_f64() * 1e3, before_connect));
+            functions.push(function);
+        }
+        let copy_client = database::connect(&self.proxied(COPY, rtt)).await;
+        let copy = candidates::Copy::prepare(&copy_client).await;
+
         for w in 0..self.workloads.len() {
-            self.truncate().await;
+            for target in &self.targets {
+                target.truncate().await;
+            }
             let workload = &self.workloads[w];
-            let mut cell = Cell {
-                kind: kind.name(),
-                memory_mb,
-                rtt_ms,
-                size: workload.size,
-                durations: Vec::new(),
-                records: 0,
-                failures: 0,
-                peak_rss_mib: f64::NAN,
-                cold_start_ms,
-                before_connect_ms,
-                rows_digest: String::new(),
-            };
+            let mut cells: Vec<Cell> = (0..=COPY)
+                .map(|c| {
+                    let kind = KINDS.get(c).map_or("copy-baseline", |k| k.name());
+                    let mut cell = Cell::new(kind, memory_mb, rtt_ms, workload.size);
+                    if let Some(&(cold, before_connect)) = started.get(c) {
+                        cell.cold_start_ms = cold;
+                        cell.before_connect_ms = before_connect;
+                    }
+                    cell
+                })
+                .collect();
             for (i, event) in workload.events.iter().enumerate() {
-                let invocation = function.invoke(event, INVOCATION_DEADLINE).await;
-                let Answer::Response(body) = invocation.answer else {
-                    panic!("{} failed a batch: {:?}", kind.name(), invocation.answer);
-                };
-                let failures = serde_json::from_slice::<serde_json::Value>(&body)
-                    .ok()
-                    .and_then(|v| v["batchItemFailures"].as_array().map(Vec::len))
-                    .expect("an SqsBatchResponse");
-                if i >= WARM_UP_BATCHES {
-                    cell.durations.push(invocation.duration);
-                    cell.records += workload.records[i].len();
-                    cell.failures += failures;
+                for turn in 0..=COPY {
+                    let c = (turn + i) % (COPY + 1);
+                    let (duration, failures) = if c == COPY {
+                        let started = Instant::now();
+                        copy.write(&copy_client, &workload.new_rows[i]).await;
+                        (started.elapsed(), 0)
+                    } else {
+                        invoke(&mut functions[c], event).await
+                    };
+                    if i >= WARM_UP_BATCHES {
+                        cells[c].durations.push(duration);
+                        cells[c].records += workload.records[i].len();
+                        cells[c].failures += failures;
+                    }
                 }
             }
-            cell.peak_rss_mib = function.peak_rss_mib();
-            cell.rows_digest = self.rows_digest().await;
-            if kind != Kind::RustInsert {
-                self.digests
-                    .entry(workload.size)
-                    .or_default()
-                    .insert(cell.rows_digest.clone());
+            for (c, cell) in cells.iter_mut().enumerate() {
+                cell.rows_digest = self.targets[c].rows_digest().await;
+                if let Some(function) = functions.get(c) {
+                    cell.peak_rss_mib = function.peak_rss_mib();
+                    if KINDS[c] != Kind::RustInsert {
+                        self.digests
+                            .entry(cell.size)
+                            .or_default()
+                            .insert(cell.rows_digest.clone());
+                    }
+                }
             }
-            cells.push(cell);
+            let ratios = |c: usize| cells[c].busy() / cells[0].busy();
+            println!(
+                "|  | same batches, busy time: rust-insert / rust {:.2}, python / rust {:.1}, rust x COPY (COPY / rust) {:.2} |",
+                ratios(1),
+                ratios(2),
+                ratios(COPY)
+            );
+            for cell in &mut cells {
+                self.record(cell);
+            }
         }
-        function.stop().await;
-        cells
+        for function in functions {
+            function.stop().await;
+        }
     }
 
     fn record(&mut self, cell: &mut Cell) {
@@ -464,93 +540,53 @@ impl Bench {
         writeln!(self.csv, "{line}").unwrap();
     }
 
-    /// The database's limit: binary COPY of exactly the rows the function stores, from this
-    /// (uncapped) process through the same proxy.
-    async fn copy_baseline(&mut self, rtt: usize) {
-        let (rtt_ms, proxy_url) = (self.proxies[rtt].0, self.proxies[rtt].2.clone());
-        let client = database::connect(&proxy_url).await;
-        let copy = candidates::Copy::prepare(&client).await;
-        for w in 0..self.workloads.len() {
-            self.truncate().await;
-            let workload = &self.workloads[w];
-            let new_rows = workload.new_rows();
-            let mut cell = Cell {
-                kind: "copy-baseline",
-                memory_mb: 0,
-                rtt_ms,
-                size: workload.size,
-                durations: Vec::new(),
-                records: 0,
-                failures: 0,
-                peak_rss_mib: f64::NAN,
-                cold_start_ms: f64::NAN,
-                before_connect_ms: f64::NAN,
-                rows_digest: String::new(),
-            };
-            for (i, rows) in new_rows.iter().enumerate() {
-                let started = Instant::now();
-                copy.write(&client, rows).await;
-                if i >= WARM_UP_BATCHES {
-                    cell.durations.push(started.elapsed());
-                    cell.records += workload.records[i].len();
-                }
-            }
-            cell.rows_digest = self.rows_digest().await;
-            self.record(&mut cell);
-        }
-    }
-
-    /// Planning streamed into the COPY against planning first, capped, in a worker process.
+    /// Planning streamed into the COPY against planning first, capped, in a worker process
+    /// (its two stores write to the first two targets, taking turns batch by batch).
     async fn streaming(&mut self, memory_mb: u32, rtt: usize, size: usize) {
-        let (rtt_ms, proxy_url) = (self.proxies[rtt].0, self.proxies[rtt].2.clone());
-        self.cap.set_memory(memory_mb).expect("set the CPU quota");
-        let batches = self.options.batches(size);
+        let rtt_ms = self.proxies[rtt].0;
+        self.caps[0]
+            .set_memory(memory_mb)
+            .expect("set the CPU quota");
+        let batches = WARM_UP_BATCHES + self.options.batches(size);
         let mut command = tokio::process::Command::new(std::env::current_exe().expect("exe"));
         command
-            .args([
-                "--worker",
-                &proxy_url,
-                &size.to_string(),
-                &batches.to_string(),
-            ])
+            .args(["--worker", &self.proxied(0, rtt), &self.proxied(1, rtt)])
+            .args([size.to_string(), batches.to_string()])
             .stdout(std::process::Stdio::piped())
             .kill_on_drop(true);
-        cgroup::join_at_exec(&mut command, self.cap.procs_file().expect("cgroup.procs"));
+        let procs = self.caps[0].procs_file().expect("cgroup.procs");
+        cgroup::join_at_exec(&mut command, procs);
         let output = command.output().await.expect("run the worker");
         assert!(output.status.success(), "the streaming worker failed");
         let stdout = String::from_utf8_lossy(&output.stdout);
-        for way in [worker::STREAMED, worker::PLANNED] {
-            let mut durations: Vec<Duration> = stdout
+        for (way, kind) in [
+            (worker::STREAMED, "lib-streamed"),
+            (worker::PLANNED, "lib-planned"),
+        ] {
+            let mut cell = Cell::new(kind, memory_mb, rtt_ms, size);
+            cell.durations = stdout
                 .lines()
                 .filter_map(|line| line.strip_prefix(way))
+                .skip(WARM_UP_BATCHES)
                 .map(|ms| Duration::from_secs_f64(ms.trim().parse::<f64>().expect("ms") / 1e3))
                 .collect();
-            // The first batches of each pass warm the connection and the plans.
-            let per_pass = durations.len() / 2;
-            let mut measured = Vec::new();
-            for pass in durations.chunks_mut(per_pass.max(1)) {
-                measured.extend_from_slice(&pass[WARM_UP_BATCHES.min(pass.len())..]);
-            }
-            let mut cell = Cell {
-                kind: if way == worker::STREAMED {
-                    "lib-streamed"
-                } else {
-                    "lib-planned"
-                },
-                memory_mb,
-                rtt_ms,
-                size,
-                records: measured.len() * size,
-                durations: measured,
-                failures: 0,
-                peak_rss_mib: f64::NAN,
-                cold_start_ms: f64::NAN,
-                before_connect_ms: f64::NAN,
-                rows_digest: String::new(),
-            };
+            cell.records = cell.durations.len() * size;
             self.record(&mut cell);
         }
     }
+}
+
+/// Hands `event` to `function`; returns the duration and the number of failures it reported.
+async fn invoke(function: &mut Function, event: &[u8]) -> (Duration, usize) {
+    let invocation = function.invoke(event, INVOCATION_DEADLINE).await;
+    let Answer::Response(body) = invocation.answer else {
+        panic!("a function failed a batch: {:?}", invocation.answer);
+    };
+    let failures = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["batchItemFailures"].as_array().map(Vec::len))
+        .expect("an SqsBatchResponse");
+    (invocation.duration, failures)
 }
 
 fn main() {
@@ -576,12 +612,20 @@ async fn shapes(options: Options) {
         "{} is missing: `make bench-shapes` installs the Python anchor into .venv-anchor",
         options.python.display()
     );
-    let url = database::fresh_database(&server_url, BENCH_DATABASE).await;
-    let admin = database::connect(&url).await;
-    let upstream = server_address(&admin).await;
-    let cap = CpuCap::create().expect("create a cgroup under /sys/fs/cgroup/cpu (root needed)");
+    let mut targets = Vec::new();
+    for name in ["rust", "rust_insert", "python", "copy"] {
+        targets.push(Target::new(&server_url, &format!("{BENCH_DATABASE}_{name}")).await);
+    }
+    let upstream = server_address(&targets[0].admin).await;
+    let caps = KINDS
+        .iter()
+        .map(|kind| {
+            CpuCap::create(kind.name())
+                .expect("create a cgroup under /sys/fs/cgroup/cpu (root needed)")
+        })
+        .collect();
     println!(
-        "CPU caps: cgroup v1 cpu.cfs_quota_us = {} us x memory / {} MB per {} us period",
+        "CPU caps: cgroup v1, cpu.cfs_quota_us = {} us x memory / {} MB per {} us period, one cgroup per function",
         cgroup::PERIOD.as_micros(),
         cgroup::ONE_VCPU_MB,
         cgroup::PERIOD.as_micros()
@@ -589,13 +633,14 @@ async fn shapes(options: Options) {
     let mut proxies = Vec::new();
     for &rtt_ms in &options.rtt_ms {
         let proxy = DelayProxy::start(upstream, Duration::from_secs_f64(rtt_ms / 2e3));
-        let proxy_url = with_address(&url, proxy.address);
-        let (through, added) = calibrate(&proxy, rtt_ms, &url, &proxy_url).await;
+        let url = &targets[0].url;
+        let (through, added) =
+            calibrate(&proxy, rtt_ms, url, &with_address(url, proxy.address)).await;
         println!(
             "proxy for a {rtt_ms} ms round trip: SELECT 1 takes {through:.3} ms through it, {added:.3} ms more than direct (median of 200; {:.3} ms added each way)",
             proxy.one_way().as_secs_f64() * 1e3
         );
-        proxies.push((rtt_ms, proxy, proxy_url));
+        proxies.push((rtt_ms, proxy));
     }
     let workloads = options
         .sizes
@@ -604,26 +649,22 @@ async fn shapes(options: Options) {
         .collect();
     let mut bench = Bench {
         options,
-        admin,
-        cap,
+        caps,
+        targets,
         proxies,
         workloads,
         csv: format!("{CSV_HEADER}\n"),
         digests: BTreeMap::new(),
     };
 
-    println!("\n| function | memory MB | RTT ms | batch | records/s | p50 ms | p99 ms | USD per million | peak RSS MiB | cold start ms | before connect ms |");
+    println!("\nrecords/s = records / busy time (the sum of the batch durations); the COPY baseline runs uncapped in the benchmark's process");
+    println!("| function | memory MB | RTT ms | batch | records/s | p50 ms | p99 ms | USD per million | peak RSS MiB | cold start ms | before connect ms |");
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     let memory = bench.options.memory.clone();
     for rtt in 0..bench.proxies.len() {
         for &memory_mb in &memory {
-            for kind in [Kind::Rust, Kind::RustInsert, Kind::Python] {
-                for mut cell in bench.function(kind, memory_mb, rtt).await {
-                    bench.record(&mut cell);
-                }
-            }
+            bench.round(memory_mb, rtt).await;
         }
-        bench.copy_baseline(rtt).await;
     }
     println!("\nPlanning streamed into the COPY (Processor::process) against planning first (plan_batch, Store::write), in-process, capped:");
     let large: Vec<usize> = bench

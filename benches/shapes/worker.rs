@@ -19,41 +19,37 @@ use crate::{database, workload};
 pub const STREAMED: &str = "streamed";
 pub const PLANNED: &str = "planned";
 
-/// `--worker URL SIZE BATCHES`: both ways over the same batches, twice each in alternating
-/// order, the table truncated before each pass; prints `way milliseconds` per batch.
+async fn store(url: &str) -> Store {
+    let config = DatabaseConfig::from_url(url).expect("URL");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    Store::connect(config, StoreOptions::default(), deadline)
+        .await
+        .expect("connect")
+}
+
+/// `--worker STREAMED_URL PLANNED_URL SIZE BATCHES`: each way writes every batch to a database
+/// of its own, taking turns batch by batch (the first way alternating), so both see the same
+/// table state and the same moments of the machine; prints `way milliseconds` per batch.
 pub async fn run(args: &[String]) {
-    let [url, size, batches] = args else {
-        panic!("--worker takes URL SIZE BATCHES");
+    let [streamed_url, planned_url, size, batches] = args else {
+        panic!("--worker takes STREAMED_URL PLANNED_URL SIZE BATCHES");
     };
     let size: usize = size.parse().expect("SIZE");
     let batches: usize = batches.parse().expect("BATCHES");
     let records = workload::records(size as u64, size * batches);
     let masker = Masker::new(workload::MASKING_KEY.as_bytes()).expect("masker");
-    let config = DatabaseConfig::from_url(url).expect("URL");
-    let store = Store::connect(
-        config,
-        StoreOptions::default(),
-        Instant::now() + Duration::from_secs(30),
-    )
-    .await
-    .expect("connect");
-    let processor = Processor::new(masker.clone(), store);
-    // A store of its own for the planned way, so each keeps its connection warm.
-    let planned_store = Store::connect(
-        DatabaseConfig::from_url(url).expect("URL"),
-        StoreOptions::default(),
-        Instant::now() + Duration::from_secs(30),
-    )
-    .await
-    .expect("connect");
-    let admin = database::connect(url).await;
-    for round in 0..4 {
-        admin
+    let processor = Processor::new(masker.clone(), store(streamed_url).await);
+    let planned_store = store(planned_url).await;
+    for url in [streamed_url, planned_url] {
+        database::connect(url)
+            .await
             .batch_execute("TRUNCATE user_logins")
             .await
             .expect("truncate");
-        let streamed = round % 2 == 0;
-        for batch in records.chunks(size) {
+    }
+    for (i, batch) in records.chunks(size).enumerate() {
+        for turn in 0..2 {
+            let streamed = (i + turn) % 2 == 0;
             let deadline = Instant::now() + Duration::from_secs(60);
             let started = Instant::now();
             if streamed {
