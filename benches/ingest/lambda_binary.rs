@@ -120,7 +120,9 @@ pub async fn deployed(bench: &mut Bench, url: &str, sizes: &[usize], runs: usize
          invocation / in-process |"
     );
     println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
-    for &size in sizes {
+    // Up to the 1,000 records the gap was reported at: 150 batches of 5,000 would hold about
+    // 1.5 GB of records and events in this process.
+    for &size in sizes.iter().filter(|&&size| size <= 1_000) {
         let batches = crate::workload(size, size * deployed_batches(size), &bench.masker);
         let events: Vec<Vec<u8>> = batches
             .iter()
