@@ -263,7 +263,7 @@ impl Cell {
         let billed = self.billed_ms();
         let billed_mean = billed.iter().sum::<f64>() / billed.len() as f64;
         format!(
-            "{},{},{},{},{},{},{:.0},{:.3},{:.3},{:.2},{:.4},{:.1},{:.1},{:.1},{},{}",
+            "{},{},{},{},{},{},{:.0},{:.3},{:.3},{:.2},{:.6},{:.1},{:.1},{:.1},{},{}",
             self.kind,
             self.memory_mb,
             self.rtt_ms,
