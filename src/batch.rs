@@ -480,7 +480,7 @@ mod tests {
         let mut m = message("m2", GOOD);
         m.attributes
             .insert("SentTimestamp".into(), "yesterday".into());
-        let plan = plan_batch(&[m], &masker(), TODAY).unwrap();
+        let plan = plan_batch(&[m], &masker, TODAY).unwrap();
         assert_eq!(
             plan.invalid[0].reason,
             "attribute SentTimestamp is not milliseconds since 1970"
