@@ -120,16 +120,13 @@ pub fn plan_batch(
     Ok(Planner::new(records, masker, today)?.finish())
 }
 
-/// Plans a batch one record at a time, so that the store can stream each row to the database
-/// while the next one is parsed and masked.
-pub struct Planner<'a> {
+/// Plans a batch one record at a time.
+struct Planner<'a> {
     records: &'a [SqsMessage],
     /// The positions of `records` in the order they are planned (see `BatchPlan::rows`).
     order: Vec<usize>,
     masker: &'a Masker,
     today: Date,
-    /// The first entry of `order` not planned yet.
-    next: usize,
     seen: HashSet<&'a str>,
     /// On FIFO queues, the message groups with a failed message so far.
     failed_groups: HashSet<Option<&'a str>>,
@@ -139,11 +136,7 @@ pub struct Planner<'a> {
 impl<'a> Planner<'a> {
     /// Fails, before anything is planned or written, when a record has no messageId: such a
     /// batch is refused as a whole.
-    pub fn new(
-        records: &'a [SqsMessage],
-        masker: &'a Masker,
-        today: Date,
-    ) -> Result<Self, BatchError> {
+    fn new(records: &'a [SqsMessage], masker: &'a Masker, today: Date) -> Result<Self, BatchError> {
         if let Some(position) = records.iter().position(|r| message_id_of(r).is_none()) {
             return Err(BatchError::MissingMessageId { position });
         }
@@ -158,7 +151,6 @@ impl<'a> Planner<'a> {
             order,
             masker,
             today,
-            next: 0,
             seen: HashSet::with_capacity(records.len()),
             failed_groups: HashSet::new(),
             plan: BatchPlan {
@@ -174,53 +166,11 @@ impl<'a> Planner<'a> {
         })
     }
 
-    /// Plans the next record (into a row or a failure); false when every record was planned.
-    pub fn plan_next(&mut self) -> bool {
-        let Some(&position) = self.order.get(self.next) else {
-            return false;
-        };
-        self.next += 1;
-        self.plan_record(position);
-        true
-    }
-
-    /// Every record is planned.
-    pub fn is_done(&self) -> bool {
-        self.next == self.records.len()
-    }
-
-    /// Plans every record not planned yet.
-    pub fn plan_rest(&mut self) {
-        while self.plan_next() {}
-    }
-
-    /// What is planned so far (all of it after `plan_rest`).
-    pub fn plan(&self) -> &BatchPlan {
-        &self.plan
-    }
-
-    pub fn finish(mut self) -> BatchPlan {
-        self.plan_rest();
+    fn finish(mut self) -> BatchPlan {
+        for i in 0..self.order.len() {
+            self.plan_record(self.order[i]);
+        }
         self.plan
-    }
-
-    /// The ids, with their dates, of the records SQS does not mark as first deliveries: only
-    /// these rows can be stored already. Known before any body is parsed, so the lookup can start
-    /// at once. Records without a valid SentTimestamp are left out: they are never copied.
-    pub fn maybe_stored_ids(&self) -> Vec<(&'a str, Date)> {
-        self.records
-            .iter()
-            .filter(|record| !first_receive(record))
-            .filter_map(|record| Some((message_id_of(record)?, sent_date(record).ok()??)))
-            .collect()
-    }
-
-    /// Every record has `SentTimestamp`, so no row will need its date claimed (which only the
-    /// INSERT does): the batch may go by COPY.
-    pub fn every_date_sent(&self) -> bool {
-        self.records
-            .iter()
-            .all(|record| record.attributes.contains_key("SentTimestamp"))
     }
 
     fn plan_record(&mut self, position: usize) {
@@ -449,34 +399,18 @@ mod tests {
     }
 
     #[test]
-    fn looks_up_only_ids_not_marked_as_first_deliveries() {
-        let mut first = message("m1", GOOD);
-        first
-            .attributes
-            .insert("ApproximateReceiveCount".into(), "1".into());
-        let records = [first, message("m2", "not json"), message("m3", GOOD)];
-        let masker = masker();
-        let planner = Planner::new(&records, &masker, TODAY).unwrap();
-        // Known before any body is parsed; an invalid message's id costs only a lookup. Each
-        // id comes with its SentTimestamp's date: the lookup reads that day's partition only.
-        let sent = date!(2023 - 11 - 14);
-        assert_eq!(planner.maybe_stored_ids(), [("m2", sent), ("m3", sent)]);
-        assert!(planner.every_date_sent());
-    }
-
-    #[test]
     fn uses_today_only_without_a_sent_timestamp() {
         let mut m = message("m1", GOOD);
         m.attributes.clear();
         let records = [m, message("m3", GOOD)];
         let masker = masker();
-        let planner = Planner::new(&records, &masker, TODAY).unwrap();
-        // Such a batch goes by INSERT, which claims the fallback date; no COPY lookup for it.
-        assert!(!planner.every_date_sent());
-        assert_eq!(planner.maybe_stored_ids(), [("m3", date!(2023 - 11 - 14))]);
-        let rows = planner.finish().rows;
+        // The store writes such a row by INSERT, which claims the fallback date.
+        let rows = plan_batch(&records, &masker, TODAY).unwrap().rows;
         assert_eq!((rows[0].create_date, rows[0].fallback_date), (TODAY, true));
-        assert!(!rows[1].fallback_date);
+        assert_eq!(
+            (rows[1].create_date, rows[1].fallback_date),
+            (date!(2023 - 11 - 14), false)
+        );
         let mut m = message("m2", GOOD);
         m.attributes
             .insert("SentTimestamp".into(), "yesterday".into());

@@ -8,10 +8,10 @@ use lambda_runtime::LambdaEvent;
 use time::OffsetDateTime;
 use tokio::time::Instant;
 
-use crate::batch::{BatchError, BatchOutcome, LoginRow, Planner};
+use crate::batch::{plan_batch, BatchError, BatchOutcome};
 use crate::mask::Masker;
 use crate::metrics::Emf;
-use crate::store::{RowSource, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// Time kept back from Lambda's deadline to report failures and answer before being killed.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(500);
@@ -101,23 +101,18 @@ impl Processor {
     ) -> Result<BatchOutcome, HandlerError> {
         let started = Instant::now();
         let today = OffsetDateTime::now_utc().date();
-        let mut planner = Planner::new(records, &self.masker, today).map_err(|e| {
+        let plan = plan_batch(records, &self.masker, today).map_err(|e| {
             tracing::error!(error = %e, "batch rejected");
             HandlerError::Batch(e)
         })?;
-        // Planning and writing overlap: a large batch's rows stream to the database as they are
-        // planned.
-        let key_ids = planner.plan().key_ids.clone();
-        let fifo = planner.plan().fifo;
-        let written = self
+        let report = self
             .store
-            .write_streaming(&mut planner, &key_ids, deadline, fifo)
-            .await;
-        let plan = planner.finish();
-        let report = written.map_err(|e| {
-            tracing::error!(error = %e, received = records.len(), "batch failed; returning an error so it is retried");
-            HandlerError::Store(e)
-        })?;
+            .write(&plan.rows, &plan.key_ids, deadline, plan.fifo)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, received = records.len(), "batch failed; returning an error so it is retried");
+                HandlerError::Store(e)
+            })?;
         let outcome = BatchOutcome::new(
             plan,
             report.inserted,
@@ -146,32 +141,6 @@ impl Processor {
             "batch processed"
         );
         Ok(outcome)
-    }
-}
-
-/// The planner is what the store streams from.
-impl RowSource for Planner<'_> {
-    fn planned(&self) -> &[LoginRow] {
-        &self.plan().rows
-    }
-
-    fn plan_more(&mut self) -> bool {
-        self.plan_next()
-    }
-
-    fn max_rows(&self) -> usize {
-        self.plan().received
-    }
-
-    fn maybe_stored_ids(&self) -> Vec<(String, time::Date)> {
-        Planner::maybe_stored_ids(self)
-            .into_iter()
-            .map(|(id, date)| (id.to_owned(), date))
-            .collect()
-    }
-
-    fn every_date_sent(&self) -> bool {
-        Planner::every_date_sent(self)
     }
 }
 

@@ -13,15 +13,12 @@
 //! writing to a database of its own (truncated before each batch size), so a noisy moment of this
 //! shared 2-core machine hits them alike and the ratios between them hold:
 //! - `rust`: the release binary as deployed (prepared statements: INSERT below 100 rows, binary
-//!   COPY with planning streamed into it from 100);
+//!   COPY from 100);
 //! - `rust-insert`: the same binary with PREPARED_STATEMENTS=false, which writes every batch with
 //!   one INSERT (unnamed statements take no COPY): what the COPY threshold is weighed against;
 //! - `python`: `benches/python_anchor` (powertools BatchProcessor, psycopg executemany);
 //! - `copy-baseline`: a binary COPY of exactly the rows the functions store, already masked,
 //!   from this (uncapped) process through the same proxy: the database's limit.
-//!
-//! Then, in-process and capped (`worker.rs`), planning streamed into the COPY against planning
-//! first, taking turns the same way.
 //!
 //! Every function gets the same SqsEvent bytes (`benches/workload`), and after each cell the
 //! table's contents are hashed so Rust and Python are checked to store the same rows.
@@ -37,7 +34,6 @@ mod proxy;
 mod runtime_api;
 #[path = "../stats/mod.rs"]
 mod stats;
-mod worker;
 #[path = "../workload/mod.rs"]
 mod workload;
 
@@ -539,41 +535,6 @@ impl Bench {
         );
         writeln!(self.csv, "{line}").unwrap();
     }
-
-    /// Planning streamed into the COPY against planning first, capped, in a worker process
-    /// (its two stores write to the first two targets, taking turns batch by batch).
-    async fn streaming(&mut self, memory_mb: u32, rtt: usize, size: usize) {
-        let rtt_ms = self.proxies[rtt].0;
-        self.caps[0]
-            .set_memory(memory_mb)
-            .expect("set the CPU quota");
-        let batches = WARM_UP_BATCHES + self.options.batches(size);
-        let mut command = tokio::process::Command::new(std::env::current_exe().expect("exe"));
-        command
-            .args(["--worker", &self.proxied(0, rtt), &self.proxied(1, rtt)])
-            .args([size.to_string(), batches.to_string()])
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true);
-        let procs = self.caps[0].procs_file().expect("cgroup.procs");
-        cgroup::join_at_exec(&mut command, procs);
-        let output = command.output().await.expect("run the worker");
-        assert!(output.status.success(), "the streaming worker failed");
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        for (way, kind) in [
-            (worker::STREAMED, "lib-streamed"),
-            (worker::PLANNED, "lib-planned"),
-        ] {
-            let mut cell = Cell::new(kind, memory_mb, rtt_ms, size);
-            cell.durations = stdout
-                .lines()
-                .filter_map(|line| line.strip_prefix(way))
-                .skip(WARM_UP_BATCHES)
-                .map(|ms| Duration::from_secs_f64(ms.trim().parse::<f64>().expect("ms") / 1e3))
-                .collect();
-            cell.records = cell.durations.len() * size;
-            self.record(&mut cell);
-        }
-    }
 }
 
 /// Hands `event` to `function`; returns the duration and the number of failures it reported.
@@ -595,9 +556,6 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    if args.first().map(String::as_str) == Some("--worker") {
-        return runtime.block_on(worker::run(&args[1..]));
-    }
     runtime.block_on(shapes(Options::from_args(args)));
 }
 
@@ -664,23 +622,6 @@ async fn shapes(options: Options) {
     for rtt in 0..bench.proxies.len() {
         for &memory_mb in &memory {
             bench.round(memory_mb, rtt).await;
-        }
-    }
-    println!("\nPlanning streamed into the COPY (Processor::process) against planning first (plan_batch, Store::write), in-process, capped:");
-    let large: Vec<usize> = bench
-        .options
-        .sizes
-        .iter()
-        .copied()
-        .filter(|&s| s >= 100)
-        .collect();
-    // A third of a vCPU or less is the question; 1,769 MB for reference.
-    let streaming_memory: Vec<u32> = memory.iter().copied().filter(|&m| m != 1024).collect();
-    for rtt in 0..bench.proxies.len() {
-        for &memory_mb in &streaming_memory {
-            for &size in &large {
-                bench.streaming(memory_mb, rtt, size).await;
-            }
         }
     }
 

@@ -34,23 +34,7 @@ pub use errors::StoreError;
 use errors::{classify, describe, ErrorKind};
 pub use sql::{COPY_COLUMNS, COPY_COLUMN_TYPES, COPY_ROWS, MIGRATIONS};
 pub use write::copy_values;
-use write::{Attempt, Rows, COPY_FROM_ROWS};
-
-/// Rows that are still being planned, for the store to stream into a COPY as each is made.
-/// `Send`, so that a write can run on any thread of a multi-threaded runtime.
-pub trait RowSource: Send {
-    /// The rows planned so far, in messageId order (the global lock order).
-    fn planned(&self) -> &[LoginRow];
-    /// Plans more rows (or finds there are none); false once everything is planned.
-    fn plan_more(&mut self) -> bool;
-    /// How many rows there can be at most.
-    fn max_rows(&self) -> usize;
-    /// The messageIds, with their dates, that may be stored already, known before any row is
-    /// planned.
-    fn maybe_stored_ids(&self) -> Vec<(String, time::Date)>;
-    /// Every row will have its date from SentTimestamp, so the batch may go by COPY.
-    fn every_date_sent(&self) -> bool;
-}
+use write::Attempt;
 
 /// What one write did to each row.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -201,34 +185,7 @@ impl Store {
     ) -> Result<WriteReport, StoreError> {
         let mut session = self.session().await?;
         let report = session
-            .write_isolating_failures(rows, key_ids, deadline, fifo, None)
-            .await;
-        self.end(session);
-        report
-    }
-
-    /// Like `write` of all the rows `source` plans, but a large batch without the vault is
-    /// streamed: the COPY starts at once and each row goes out as soon as it is planned, so the
-    /// server ingests while the client parses and masks. Everything after that first attempt is
-    /// `write`'s, on the then complete rows. Leaves `source` fully planned whatever happens.
-    /// Batches that stop at their first failure (FIFO) are planned in delivery order, not the
-    /// lock order, so they are not streamed.
-    pub async fn write_streaming(
-        &self,
-        source: &mut dyn RowSource,
-        key_ids: &KeyIds,
-        deadline: Instant,
-        fifo: bool,
-    ) -> Result<WriteReport, StoreError> {
-        let mut session = match self.session().await {
-            Ok(session) => session,
-            Err(e) => {
-                while source.plan_more() {}
-                return Err(e);
-            }
-        };
-        let report = session
-            .write_streaming(source, key_ids, deadline, fifo)
+            .write_isolating_failures(rows, key_ids, deadline, fifo)
             .await;
         self.end(session);
         report
@@ -236,39 +193,10 @@ impl Store {
 }
 
 impl Session<'_> {
-    /// `Store::write_streaming` on this session's connection.
-    async fn write_streaming(
-        &mut self,
-        source: &mut dyn RowSource,
-        key_ids: &KeyIds,
-        deadline: Instant,
-        fifo: bool,
-    ) -> Result<WriteReport, StoreError> {
-        // Only a COPY streams, and only prepared statements without the vault use one.
-        let streamed = !self.target.with_vault
-            && self.target.statement_mode == StatementMode::Prepared
-            && !fifo
-            && source.max_rows() >= COPY_FROM_ROWS
-            && source.every_date_sent()
-            && Instant::now() < deadline;
-        let first = if streamed {
-            let attempt = self
-                .attempt(Rows::Streaming(&mut *source), key_ids, deadline)
-                .await;
-            Some(attempt)
-        } else {
-            None
-        };
-        // After an error or the deadline the rest still has to be planned and reported.
-        while source.plan_more() {}
-        self.write_isolating_failures(source.planned(), key_ids, deadline, fifo, first)
-            .await
-    }
-
     /// One attempt on the current connection, opening one first if there is none.
     async fn attempt(
         &mut self,
-        rows: Rows<'_>,
+        rows: &[LoginRow],
         key_ids: &KeyIds,
         deadline: Instant,
     ) -> Result<usize, Attempt> {
@@ -298,14 +226,13 @@ impl Session<'_> {
         Ok(self.connection.insert(connection))
     }
 
-    /// `write`, where the attempt on the whole of `rows` may have been made already (`first`).
+    /// `Store::write` on this session's connection.
     async fn write_isolating_failures(
         &mut self,
         rows: &[LoginRow],
         key_ids: &KeyIds,
         deadline: Instant,
         fifo: bool,
-        mut first: Option<Result<usize, Attempt>>,
     ) -> Result<WriteReport, StoreError> {
         let mut report = WriteReport::default();
         // Ranges still to write, the next one on top; left halves go first to keep order.
@@ -323,31 +250,25 @@ impl Session<'_> {
                     }
                 }
             }
-            let attempt = match first.take() {
-                Some(attempt) => attempt,
-                None => {
-                    if range.is_empty() {
-                        continue;
-                    }
-                    // In FIFO mode a range is the whole batch or, after a refusal, one row.
-                    if fifo
-                        && rows[range.clone()]
-                            .iter()
-                            .any(|row| failed_groups.contains(&row.message_group.as_deref()))
-                    {
-                        report.failures.extend(fail_all(&rows[range], FIFO_STOPPED));
-                        continue;
-                    }
-                    if Instant::now() >= deadline {
-                        report
-                            .failures
-                            .extend(fail_all(&rows[range], NOT_CONFIRMED));
-                        continue;
-                    }
-                    self.attempt(Rows::Planned(&rows[range.clone()]), key_ids, deadline)
-                        .await
-                }
-            };
+            if range.is_empty() {
+                continue;
+            }
+            // In FIFO mode a range is the whole batch or, after a refusal, one row.
+            if fifo
+                && rows[range.clone()]
+                    .iter()
+                    .any(|row| failed_groups.contains(&row.message_group.as_deref()))
+            {
+                report.failures.extend(fail_all(&rows[range], FIFO_STOPPED));
+                continue;
+            }
+            if Instant::now() >= deadline {
+                report
+                    .failures
+                    .extend(fail_all(&rows[range], NOT_CONFIRMED));
+                continue;
+            }
+            let attempt = self.attempt(&rows[range.clone()], key_ids, deadline).await;
             match attempt {
                 Ok(inserted) => {
                     report.inserted += inserted;

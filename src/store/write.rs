@@ -13,47 +13,17 @@ use tokio_postgres::Client;
 
 use super::connection::{Bulk, Connection, Statements, CANCEL_TIMEOUT};
 use super::sql::{begin_with_deadline, COPY_COLUMN_TYPES};
-use super::{RowSource, StoreError};
+use super::StoreError;
 use crate::batch::{KeyIds, LoginRow};
 
 /// Batches of at least this many rows (without the vault) go by COPY: below it the COPY's extra
 /// round trip costs more than its faster load saves (BENCHMARKS.md).
 pub(super) const COPY_FROM_ROWS: usize = 100;
 
-/// The rows of one attempt: planned already, or still being planned while they are written.
-pub(super) enum Rows<'r> {
-    Planned(&'r [LoginRow]),
-    Streaming(&'r mut dyn RowSource),
-}
-
-impl Rows<'_> {
-    /// All the rows, planning the rest first.
-    fn all(&mut self) -> &[LoginRow] {
-        match self {
-            Rows::Planned(rows) => rows,
-            Rows::Streaming(source) => {
-                while source.plan_more() {}
-                source.planned()
-            }
-        }
-    }
-
-    /// Whether a COPY may write these rows: none needs its fallback date claimed, which only the
-    /// INSERT does.
-    fn copyable(&self) -> bool {
-        match self {
-            Rows::Planned(rows) => rows.iter().all(|row| !row.fallback_date),
-            Rows::Streaming(source) => source.every_date_sent(),
-        }
-    }
-
-    /// How many rows; for a source still planning, how many there can be at most.
-    fn size_hint(&self) -> usize {
-        match self {
-            Rows::Planned(rows) => rows.len(),
-            Rows::Streaming(source) => source.max_rows(),
-        }
-    }
+/// Whether a COPY may write these rows: none needs its fallback date claimed, which only the
+/// INSERT does.
+fn copyable(rows: &[LoginRow]) -> bool {
+    rows.iter().all(|row| !row.fallback_date)
 }
 
 /// How one attempt ended, when it did not succeed.
@@ -73,15 +43,15 @@ impl Connection {
     /// Writes `rows` once; returns how many were new.
     pub(super) async fn write_once(
         &self,
-        mut rows: Rows<'_>,
+        rows: &[LoginRow],
         key_ids: &KeyIds,
         deadline: Instant,
     ) -> Result<usize, Attempt> {
         let client = &self.client;
         let write = async {
             if let Some(bulk) = &self.statements.bulk {
-                if rows.size_hint() >= COPY_FROM_ROWS && rows.copyable() {
-                    let copying = copy_new_rows(client, bulk, &mut rows, &key_ids.mask);
+                if rows.len() >= COPY_FROM_ROWS && copyable(rows) {
+                    let copying = copy_new_rows(client, bulk, rows, &key_ids.mask);
                     match in_transaction(client, deadline, copying).await {
                         // Another writer stored one of the ids since we looked (or `rows`
                         // repeats one): the INSERT's ON CONFLICT sorts it out. The failed COPY's
@@ -91,7 +61,7 @@ impl Connection {
                     }
                 }
             }
-            let inserting = insert_rows(client, &self.statements, rows.all(), key_ids);
+            let inserting = insert_rows(client, &self.statements, rows, key_ids);
             in_transaction(client, deadline, inserting).await
         };
         match timeout_at(deadline, write).await {
@@ -200,21 +170,23 @@ async fn insert_rows(
 /// The lookup and the start of the COPY go out together, and the lookup's answer arrives before
 /// the server asks for data, so this costs one round trip more than the INSERT. A first
 /// delivery is not looked up: an index lookup costs about as much as the COPY of its row.
+///
+/// The rows are planned whole before the COPY starts. Streaming each row into the COPY as it was
+/// planned saved the client's idle round trip, but at a third of a vCPU or less (Lambda's 128 to
+/// 512 MB) it was slower, 0.83x at 1,000 rows (BENCHMARKS.md, "Lambda shapes"), and was removed.
 async fn copy_new_rows(
     client: &Client,
     Bulk { stored_ids, copy }: &Bulk,
-    rows: &mut Rows<'_>,
+    rows: &[LoginRow],
     mask_key_id: &str,
 ) -> Result<usize, tokio_postgres::Error> {
     // Only redeliveries can be stored already; SQS marks first deliveries (`first_receive`).
-    let (redelivered, dates): (Vec<String>, Vec<time::Date>) = match rows {
-        Rows::Planned(rows) => rows
-            .iter()
-            .filter(|row| !row.first_receive)
-            .map(|row| (row.message_id.clone(), row.create_date))
-            .unzip(),
-        Rows::Streaming(source) => source.maybe_stored_ids().into_iter().unzip(),
-    };
+    // With its date, the lookup reads one partition.
+    let (redelivered, dates): (Vec<&str>, Vec<time::Date>) = rows
+        .iter()
+        .filter(|row| !row.first_receive)
+        .map(|row| (row.message_id.as_str(), row.create_date))
+        .unzip();
     let lookup: [&(dyn ToSql + Sync); 2] = [&redelivered, &dates];
     let looking_up = async {
         if redelivered.is_empty() {
@@ -223,70 +195,22 @@ async fn copy_new_rows(
             client.query(stored_ids, &lookup).await
         }
     };
-    let requests = async { tokio::join!(looking_up, client.copy_in(copy)) };
-    let (stored, sink) = match rows {
-        Rows::Planned(_) => requests.await,
-        Rows::Streaming(source) => plan_while(requests, &mut **source).await,
-    };
+    let (stored, sink) = tokio::join!(looking_up, client.copy_in(copy));
     // On an error here the sink, if any, is dropped, which aborts the COPY: nothing is stored.
     let stored = stored?;
     let stored: HashSet<&str> = stored.iter().map(|row| row.get(0)).collect();
     let writer = BinaryCopyInWriter::new(sink?, &COPY_COLUMN_TYPES);
     tokio::pin!(writer);
-    let is_new = |row: &LoginRow| !stored.contains(row.message_id.as_str());
-    match rows {
-        Rows::Planned(rows) => {
-            // In the global lock order (plans are in it already, so this sort is a check).
-            let mut new_rows: Vec<&LoginRow> = rows.iter().filter(|row| is_new(row)).collect();
-            new_rows.sort_unstable_by(|a, b| a.message_id.cmp(&b.message_id));
-            for row in new_rows {
-                copy_row(writer.as_mut(), row, mask_key_id).await?;
-            }
-        }
-        // The writer hands the server a buffer every 4 KiB, and waits for the connection to
-        // take it, so the server ingests these rows while the next ones are planned. A source
-        // that is streamed plans in messageId order, the global lock order.
-        Rows::Streaming(source) => {
-            let mut sent = 0;
-            loop {
-                for row in &source.planned()[sent..] {
-                    if is_new(row) {
-                        copy_row(writer.as_mut(), row, mask_key_id).await?;
-                    }
-                }
-                sent = source.planned().len();
-                if !source.plan_more() {
-                    break;
-                }
-            }
-        }
+    // In the global lock order (plans are in it already, so this sort is a check).
+    let mut new_rows: Vec<&LoginRow> = rows
+        .iter()
+        .filter(|row| !stored.contains(row.message_id.as_str()))
+        .collect();
+    new_rows.sort_unstable_by(|a, b| a.message_id.cmp(&b.message_id));
+    for row in new_rows {
+        copy_row(writer.as_mut(), row, mask_key_id).await?;
     }
     Ok(writer.finish().await? as usize)
-}
-
-/// Records planned between two looks at the connection while waiting for the server.
-const PLAN_AHEAD_STEP: usize = 32;
-
-/// Awaits `requests` while planning rows: the answers take a round trip, in which the client
-/// would otherwise sit idle. Yields between steps so the connection task can send the requests
-/// and read the answers (the runtime has one thread).
-async fn plan_while<F: Future>(requests: F, source: &mut dyn RowSource) -> F::Output {
-    tokio::pin!(requests);
-    let mut done = false;
-    loop {
-        tokio::select! {
-            biased;
-            answers = &mut requests => return answers,
-            () = tokio::task::yield_now(), if !done => {
-                for _ in 0..PLAN_AHEAD_STEP {
-                    if !source.plan_more() {
-                        done = true;
-                        break;
-                    }
-                }
-            }
-        }
-    }
 }
 
 async fn copy_row(
