@@ -6,11 +6,12 @@
 use std::collections::HashSet;
 use std::fmt;
 
-use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsMessage};
+use aws_lambda_events::event::sqs::SqsBatchResponse;
 use time::{Date, OffsetDateTime};
 
 use crate::login::{LoginEvent, Rejection};
 use crate::mask::Masker;
+use crate::record::SqsRecord;
 use crate::vault::PiiKind;
 
 /// One `user_logins` row, masked and ready to insert.
@@ -112,8 +113,8 @@ impl fmt::Display for BatchError {
 impl std::error::Error for BatchError {}
 
 /// Parses, validates and masks every record of a batch.
-pub fn plan_batch(
-    records: &[SqsMessage],
+pub fn plan_batch<R: SqsRecord>(
+    records: &[R],
     masker: &Masker,
     today: Date,
 ) -> Result<BatchPlan, BatchError> {
@@ -121,8 +122,8 @@ pub fn plan_batch(
 }
 
 /// Plans a batch one record at a time.
-struct Planner<'a> {
-    records: &'a [SqsMessage],
+struct Planner<'a, R> {
+    records: &'a [R],
     /// The positions of `records` in the order they are planned (see `BatchPlan::rows`).
     order: Vec<usize>,
     masker: &'a Masker,
@@ -133,10 +134,10 @@ struct Planner<'a> {
     plan: BatchPlan,
 }
 
-impl<'a> Planner<'a> {
+impl<'a, R: SqsRecord> Planner<'a, R> {
     /// Fails, before anything is planned or written, when a record has no messageId: such a
     /// batch is refused as a whole.
-    fn new(records: &'a [SqsMessage], masker: &'a Masker, today: Date) -> Result<Self, BatchError> {
+    fn new(records: &'a [R], masker: &'a Masker, today: Date) -> Result<Self, BatchError> {
         if let Some(position) = records.iter().position(|r| message_id_of(r).is_none()) {
             return Err(BatchError::MissingMessageId { position });
         }
@@ -208,16 +209,13 @@ impl<'a> Planner<'a> {
     }
 }
 
-fn message_id_of(record: &SqsMessage) -> Option<&str> {
-    record.message_id.as_deref().filter(|id| !id.is_empty())
+fn message_id_of(record: &impl SqsRecord) -> Option<&str> {
+    record.message_id().filter(|id| !id.is_empty())
 }
 
 /// SQS delivers the message for the first time (`ApproximateReceiveCount` is 1).
-fn first_receive(record: &SqsMessage) -> bool {
-    record
-        .attributes
-        .get("ApproximateReceiveCount")
-        .is_some_and(|count| count == "1")
+fn first_receive(record: &impl SqsRecord) -> bool {
+    record.approximate_receive_count() == Some("1")
 }
 
 /// The reason given for FIFO messages held back behind an earlier failure of their group.
@@ -225,19 +223,18 @@ pub const FIFO_STOPPED: &str =
     "not processed: an earlier message of its FIFO message group failed in this batch";
 
 /// The message's FIFO group (`MessageGroupId`); `None` on standard queues.
-fn message_group_of(record: &SqsMessage) -> Option<&str> {
-    record.attributes.get("MessageGroupId").map(String::as_str)
+fn message_group_of(record: &impl SqsRecord) -> Option<&str> {
+    record.message_group_id()
 }
 
-fn is_fifo(record: &SqsMessage) -> bool {
+fn is_fifo(record: &impl SqsRecord) -> bool {
     record
-        .event_source_arn
-        .as_deref()
+        .event_source_arn()
         .is_some_and(|arn| arn.ends_with(".fifo"))
 }
 
 fn row_from(
-    record: &SqsMessage,
+    record: &impl SqsRecord,
     message_id: &str,
     position: usize,
     masker: &Masker,
@@ -250,7 +247,7 @@ fn row_from(
             "messageId is longer than {MESSAGE_ID_MAX_CHARS} characters"
         ));
     }
-    let body = record.body.as_deref().unwrap_or("");
+    let body = record.body().unwrap_or("");
     let event = LoginEvent::parse(body).map_err(|r: Rejection| r.to_string())?;
     let sent_date = sent_date(record)?;
     let masked_ip = masker.mask_ip(event.ip);
@@ -276,8 +273,8 @@ fn row_from(
 
 /// The UTC date the message was first sent, so a redelivery yields the same row; None where SQS
 /// gave no `SentTimestamp` (hand-written events), and the row is dated today.
-fn sent_date(record: &SqsMessage) -> Result<Option<Date>, String> {
-    let Some(sent) = record.attributes.get("SentTimestamp") else {
+fn sent_date(record: &impl SqsRecord) -> Result<Option<Date>, String> {
+    let Some(sent) = record.sent_timestamp() else {
         return Ok(None);
     };
     let millis: i64 = sent
@@ -337,6 +334,7 @@ impl BatchOutcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aws_lambda_events::event::sqs::SqsMessage;
     use time::macros::date;
 
     const GOOD: &str = r#"{"user_id": "u1", "app_version": "2.3.0", "device_type": "android", "ip": "199.172.111.135", "locale": null, "device_id": "593-47-5928"}"#;

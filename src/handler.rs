@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
-use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_lambda_events::event::sqs::SqsBatchResponse;
 use lambda_runtime::LambdaEvent;
 use time::OffsetDateTime;
 use tokio::time::Instant;
@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use crate::batch::{plan_batch, BatchError, BatchOutcome};
 use crate::mask::Masker;
 use crate::metrics::Emf;
+use crate::record::{LoginEvents, SqsRecord};
 use crate::store::{Store, StoreError};
 
 /// Time kept back from Lambda's deadline to report failures and answer before being killed.
@@ -83,10 +84,11 @@ impl Processor {
         self.store.close().await;
     }
 
-    /// The Lambda handler.
+    /// The Lambda handler. The event is read as `LoginEvents`, the lean form of `SqsEvent`
+    /// (`record.rs`).
     pub async fn handle(
         &self,
-        event: LambdaEvent<SqsEvent>,
+        event: LambdaEvent<LoginEvents>,
     ) -> Result<SqsBatchResponse, HandlerError> {
         let deadline = deadline_of(event.context.deadline);
         let outcome = self.process(&event.payload.records, deadline).await?;
@@ -96,7 +98,7 @@ impl Processor {
     /// Processes one batch; `deadline` is when the answer must be ready.
     pub async fn process(
         &self,
-        records: &[SqsMessage],
+        records: &[impl SqsRecord],
         deadline: Instant,
     ) -> Result<BatchOutcome, HandlerError> {
         let started = Instant::now();

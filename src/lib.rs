@@ -14,6 +14,7 @@ pub mod logging;
 pub mod login;
 pub mod mask;
 pub mod metrics;
+pub mod record;
 pub mod recovery;
 pub mod secrets;
 pub mod store;

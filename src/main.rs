@@ -4,11 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{service_fn, LambdaEvent};
 use login_etl::config::{self, Config};
 use login_etl::handler::Processor;
 use login_etl::metrics::Emf;
+use login_etl::record::LoginEvents;
 use login_etl::secrets;
 use login_etl::store::{Store, StoreOptions};
 use tokio::time::Instant;
@@ -51,7 +51,7 @@ async fn serve() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::spawn_graceful_shutdown_handler(|| async move { closing.close().await }).await;
     // With AWS_LAMBDA_MAX_CONCURRENCY above 1, as many invocations run at once, each on a
     // connection of its own; without it, one at a time.
-    lambda_runtime::run_concurrent(service_fn(move |event: LambdaEvent<SqsEvent>| {
+    lambda_runtime::run_concurrent(service_fn(move |event: LambdaEvent<LoginEvents>| {
         let processor = Arc::clone(&processor);
         async move { processor.handle(event).await }
     }))

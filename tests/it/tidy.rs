@@ -13,6 +13,7 @@ const PURE: &[&str] = &[
     "src/batch.rs",
     "src/vault.rs",
     "src/metrics.rs",
+    "src/record.rs",
 ];
 
 /// What the pure core must not name: the async runtime, the database driver, the Lambda runtime,
