@@ -309,15 +309,6 @@ async fn processor_sealing(db: &TestDb, key: &str) -> login_etl::handler::Proces
     processor_masking_with(db.config(), masker).await
 }
 
-async fn vault_entries(db: &TestDb) -> i64 {
-    db.client()
-        .await
-        .query_one("SELECT count(*) FROM pii_vault", &[])
-        .await
-        .unwrap()
-        .get(0)
-}
-
 #[tokio::test]
 async fn retention_drops_old_days_and_the_vault_entries_only_they_used() {
     let db = TestDb::new().await;
@@ -352,7 +343,7 @@ async fn retention_drops_old_days_and_the_vault_entries_only_they_used() {
     ];
     let outcome = processor.process(&records, in_seconds(10)).await.unwrap();
     assert_eq!(outcome.stored, 4);
-    assert_eq!(vault_entries(&db).await, 7);
+    assert_eq!(db.count_of("pii_vault").await, 7);
 
     let (ok, stdout, stderr) = pii_tool(
         &db,
@@ -370,7 +361,7 @@ async fn retention_drops_old_days_and_the_vault_entries_only_they_used() {
     assert!(!partition_exists(&db, old).await);
     assert!(partition_exists(&db, today() + Duration::days(2)).await);
     // Left: 10.0.0.3 and dev-d, both used by the row of today.
-    assert_eq!(vault_entries(&db).await, 2);
+    assert_eq!(db.count_of("pii_vault").await, 2);
 
     // Nothing left to do: a second run the same day changes nothing.
     let (ok, stdout, _) = pii_tool(&db, &[], &["partitions", "--retain-days", "30"]);
@@ -408,7 +399,7 @@ async fn a_deletion_request_removes_the_persons_rows_and_only_their_vault_entrie
         )
         .await
         .unwrap();
-    assert_eq!(vault_entries(&db).await, 7);
+    assert_eq!(db.count_of("pii_vault").await, 7);
 
     let (ok, stdout, stderr) = pii_tool(&db, &[], &["forget", "--user-id", "u1"]);
     assert!(ok, "{stderr}");
@@ -419,7 +410,7 @@ async fn a_deletion_request_removes_the_persons_rows_and_only_their_vault_entrie
     assert_eq!(db.stored_message_ids().await, ["u2-a", "u3-a"]);
     // 10.1.1.1 and u1-phone are gone; 10.9.9.9, masked with the current key, no remaining row
     // uses either (u2's row masked it with the old key), so it went too.
-    assert_eq!(vault_entries(&db).await, 4);
+    assert_eq!(db.count_of("pii_vault").await, 4);
 
     // u2's device by value: found under the previous key.
     let keys = [
@@ -434,7 +425,7 @@ async fn a_deletion_request_removes_the_persons_rows_and_only_their_vault_entrie
         "{stdout}"
     );
     assert_eq!(db.stored_message_ids().await, ["u3-a"]);
-    assert_eq!(vault_entries(&db).await, 2);
+    assert_eq!(db.count_of("pii_vault").await, 2);
 
     let (ok, _, stderr) = pii_tool(&db, &[], &["forget", "device_id", "u3-phone"]);
     assert!(!ok);

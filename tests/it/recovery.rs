@@ -58,15 +58,6 @@ async fn masks_of(db: &TestDb) -> Vec<(String, String, Option<String>)> {
         .collect()
 }
 
-async fn vault_size(db: &TestDb) -> i64 {
-    db.client()
-        .await
-        .query_one("SELECT count(*) FROM pii_vault", &[])
-        .await
-        .unwrap()
-        .get(0)
-}
-
 #[tokio::test]
 async fn masked_values_round_trip_through_the_vault() {
     let db = TestDb::new().await;
@@ -83,7 +74,7 @@ async fn masked_values_round_trip_through_the_vault() {
     let outcome = processor.process(&records, in_seconds(10)).await.unwrap();
     assert_eq!(outcome.stored, 3);
     // Equal values, equal masks: one vault entry per distinct mask (2 ips + 2 device ids).
-    assert_eq!(vault_size(&db).await, 4);
+    assert_eq!(db.count_of("pii_vault").await, 4);
 
     let masks: Vec<String> = masks_of(&db)
         .await
@@ -108,7 +99,7 @@ async fn masked_values_round_trip_through_the_vault() {
     // A redelivery writes nothing new anywhere.
     let again = processor.process(&records, in_seconds(10)).await.unwrap();
     assert_eq!((again.duplicates, again.failures.len()), (3, 0));
-    assert_eq!(vault_size(&db).await, 4);
+    assert_eq!(db.count_of("pii_vault").await, 4);
 }
 
 #[tokio::test]
@@ -155,7 +146,7 @@ async fn without_a_recovery_key_nothing_is_written_to_the_vault() {
         .await
         .unwrap();
     assert_eq!(outcome.stored, 2);
-    assert_eq!(vault_size(&db).await, 0);
+    assert_eq!(db.count_of("pii_vault").await, 0);
     assert!(masks_of(&db)
         .await
         .iter()

@@ -89,9 +89,14 @@ impl TestDb {
     }
 
     pub async fn count(&self) -> i64 {
+        self.count_of("user_logins").await
+    }
+
+    /// How many rows `table` holds (`pii_vault`, a partition, ...).
+    pub async fn count_of(&self, table: &str) -> i64 {
         self.client()
             .await
-            .query_one("SELECT count(*) FROM user_logins", &[])
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
             .await
             .unwrap()
             .get(0)
