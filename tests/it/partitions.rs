@@ -67,15 +67,22 @@ async fn partition_exists(db: &TestDb, day: Date) -> bool {
         .get(0)
 }
 
-#[tokio::test]
-async fn an_unpartitioned_table_with_rows_upgrades_in_place_and_keeps_its_grants() {
+/// A database with the schema as it was before migration 005 (migrations 001 to 004).
+async fn before_partitions() -> TestDb {
     let db = TestDb::empty().await;
     let client = db.client().await;
-    // The project before migration 005, with rows of three days, one without a date (the
-    // take-home table allowed that), a vault entry and an analyst's grant.
     for sql in &MIGRATIONS[..4] {
         client.batch_execute(sql).await.unwrap();
     }
+    db
+}
+
+#[tokio::test]
+async fn an_unpartitioned_table_with_rows_upgrades_in_place_and_keeps_its_grants() {
+    // The project before migration 005, with rows of three days, one without a date (the
+    // take-home table allowed that), a vault entry and an analyst's grant.
+    let db = before_partitions().await;
+    let client = db.client().await;
     let analyst = format!("analyst_{}", db.name);
     client
         .batch_execute(&format!(
@@ -435,12 +442,7 @@ async fn a_deletion_request_removes_the_persons_rows_and_only_their_vault_entrie
 
 #[tokio::test]
 async fn the_function_refuses_a_schema_before_partitions_and_names_the_migration() {
-    // The schema as it was before migration 005.
-    let db = TestDb::empty().await;
-    let client = db.client().await;
-    for sql in &MIGRATIONS[..4] {
-        client.batch_execute(sql).await.unwrap();
-    }
+    let db = before_partitions().await;
     let error = Store::connect(db.config(), StoreOptions::default(), in_seconds(10))
         .await
         .err()
