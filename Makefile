@@ -4,7 +4,7 @@
 demo:  ## run the main job: throw-away Postgres, the function under cargo lambda watch, sample events
 	bash scripts/demo.sh
 
-demo-sqs:  ## the real queue flow: LocalStack's SQS, login-etl-esm, the function, Postgres, the DLQ
+demo-sqs:  ## the real queue flow: the arm64 zip on LocalStack's Lambda, its SQS and event source mapping, Postgres, the DLQ
 	bash scripts/demo-sqs.sh
 
 test:  ## set up and pass every test
@@ -24,8 +24,7 @@ sam-tools:  ## what the README's SAM deploy runs: the AWS SAM CLI (with cfn-lint
 	bash -euo pipefail -c 'source scripts/lib.sh; ensure_sam_tools; ensure_cargo_lambda'
 
 build:  ## the deployable zip for arm64: target/lambda/login-etl/bootstrap.zip (a few minutes the first time)
-	rustup target add aarch64-unknown-linux-gnu
-	bash -c 'source scripts/lib.sh && ensure_cargo_lambda && cargo lambda build --release --arm64 --output-format zip'
+	bash -c 'source scripts/lib.sh && build_arm64_zip'
 
 rds-ca:  ## the RDS certificate bundle for sslmode=verify-full, into target/rds-ca/ (template.yaml's layer; needs internet)
 	mkdir -p target/rds-ca

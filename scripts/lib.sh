@@ -69,6 +69,14 @@ ensure_cargo_lambda() {
   export PATH="$ROOT/.venv/bin:$PATH"
 }
 
+# The deployable zip for arm64 (target/lambda/login-etl/bootstrap.zip), as `make build` and
+# `sam build` make it: OpenSSL is built from source for aarch64 (a few minutes the first time).
+build_arm64_zip() {
+  rustup target add aarch64-unknown-linux-gnu >/dev/null 2>&1 || rustup target add aarch64-unknown-linux-gnu
+  ensure_cargo_lambda
+  cargo lambda build --release --arm64 --output-format zip
+}
+
 # AWS SAM CLI and cfn-lint (with aws-sam-translator) in .venv-sam, for the offline template
 # checks; pinned together because sam pins the cfn-lint it lints with.
 # moto's server: the Secrets Manager API (with IAM permissions) that tests/it/secrets.rs reads.
@@ -97,9 +105,12 @@ wait_for_port() {
   return 1
 }
 
-# LocalStack's SQS on the host, without Docker. localstack-core 2026.3 runs on Python 3.13 (not on
-# 3.11 or 3.12) and breaks with the newest cbor2, cryptography and pyOpenSSL, hence the pins.
-LOCALSTACK_PACKAGES=("localstack-core[runtime]==2026.3.0" "cbor2<6" "cryptography<45" "pyopenssl<25" "service_identity<25")
+# LocalStack on the host, without Docker: its SQS, and its own Lambda service and SQS event source
+# mapping, which run functions as local processes through the project's runtime-executor plugin
+# (localstack/executor, selected by LAMBDA_RUNTIME_EXECUTOR=local). localstack-core 2026.3 runs on
+# Python 3.13 (not on 3.11 or 3.12) and breaks with the newest cbor2, cryptography and pyOpenSSL,
+# hence the pins; pytest runs the plugin's own tests.
+LOCALSTACK_PACKAGES=("localstack-core[runtime]==2026.3.0" "cbor2<6" "cryptography<45" "pyopenssl<25" "service_identity<25" "pytest==8.4.2")
 
 python313() {
   local candidate
@@ -113,25 +124,54 @@ python313() {
   return 1
 }
 
+# LocalStack, with the executor plugin installed from localstack/executor. The plugin's stamp is
+# a checksum of its files, so an edited plugin is installed again.
 ensure_localstack() {
-  local python
+  local python stamp
   python="$(python313)"
   ensure_pip_tool .venv-localstack "$python" "${LOCALSTACK_PACKAGES[@]}"
+  stamp="$ROOT/.venv-localstack/.executor-$(cd "$ROOT" && find localstack/executor -type f \
+    -not -path '*/__pycache__/*' -not -path '*/.pytest_cache/*' -not -path '*.egg-info/*' \
+    -not -path '*/build/*' | LC_ALL=C sort | xargs cat | cksum | cut -d' ' -f1)"
+  if [ ! -f "$stamp" ]; then
+    echo "installing the local runtime executor (localstack/executor) into .venv-localstack"
+    rm -f "$ROOT"/.venv-localstack/.executor-*
+    "$ROOT/.venv-localstack/bin/pip" install --quiet --disable-pip-version-check --no-deps \
+      --force-reinstall "$ROOT/localstack/executor"
+    touch "$stamp"
+  fi
 }
 
-# Starts LocalStack's SQS on a free loopback port, its state in a temp dir, and registers its stop.
-# Exports SQS_ENDPOINT_URL (what the tests and login-etl-esm talk to).
-start_localstack_sqs() {
+# Runs an arm64 function here (x86_64): qemu-user and an aarch64 glibc, both from Debian.
+ensure_qemu_arm64() {
+  if [ "$(uname -m)" = aarch64 ] || { [ -x /usr/bin/qemu-aarch64-static ] && [ -d /usr/aarch64-linux-gnu/lib ]; }; then
+    return
+  fi
+  echo "installing qemu-user-static and libc6-arm64-cross from Debian (to run the arm64 zip)"
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq qemu-user-static libc6-arm64-cross
+}
+
+# Starts LocalStack (SQS, Lambda with the local executor, and what Lambda needs: S3 keeps code,
+# STS gives the function its credentials, IAM, Logs) on a free loopback port, its state in a temp
+# dir, and registers its stop. Exports LOCALSTACK_ENDPOINT_URL, and SQS_ENDPOINT_URL (the same
+# address) for what needs only its SQS. The functions' output goes to LOGIN_ETL_LOG_DIR when set.
+start_localstack() {
   local state port i
   state="$(mktemp -d "${TMPDIR:-/tmp}/login-etl-localstack.XXXXXX")"
   on_exit "rm -rf \"$state\""
   port="$(free_port)"
   mkdir -p "$state/fs" "$state/tmp" "$state/config" "$state/home"
-  # setsid: its own process group, so the stop reaches any child it starts.
+  # setsid: its own process group, so the stop reaches the functions it started too.
   (
     export FILESYSTEM_ROOT="$state/fs" TMPDIR="$state/tmp" CONFIG_DIR="$state/config" HOME="$state/home"
     export GATEWAY_LISTEN="127.0.0.1:$port" GATEWAY_SERVER=hypercorn LOCALSTACK_HOST="127.0.0.1:$port"
-    export SQS_ENDPOINT_STRATEGY=path SERVICES=sqs DISABLE_EVENTS=1 SKIP_SSL_CERT_DOWNLOAD=1 DNS_ADDRESS=0
+    export SQS_ENDPOINT_STRATEGY=path DISABLE_EVENTS=1 SKIP_SSL_CERT_DOWNLOAD=1 DNS_ADDRESS=0
+    export SERVICES=lambda,sqs,s3,sts,iam,logs LAMBDA_RUNTIME_EXECUTOR=local
+    # An idle mapping polls at least once a second (default: backs off up to 10 s).
+    export LAMBDA_EVENT_SOURCE_MAPPING_MAX_BACKOFF_ON_EMPTY_POLL_SEC=1
+    export LAMBDA_LOCAL_EXECUTOR_LOG_DIR="${LOGIN_ETL_LOG_DIR:-}"
     exec setsid "$ROOT/.venv-localstack/bin/python" -m localstack.runtime.main >"$state/localstack.log" 2>&1
   ) &
   local pid=$!
@@ -140,10 +180,11 @@ start_localstack_sqs() {
     if python3 - "$port" 2>/dev/null <<'PY'; then
 import json, sys, urllib.request
 health = json.load(urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/_localstack/health", timeout=1))
-sys.exit(0 if health["services"].get("sqs") in ("available", "running") else 1)
+sys.exit(0 if all(health["services"].get(s) in ("available", "running") for s in ("sqs", "lambda")) else 1)
 PY
-      export SQS_ENDPOINT_URL="http://127.0.0.1:$port"
-      echo "LocalStack SQS on $SQS_ENDPOINT_URL ($state)"
+      export LOCALSTACK_ENDPOINT_URL="http://127.0.0.1:$port" SQS_ENDPOINT_URL="http://127.0.0.1:$port"
+      LOCALSTACK_LOG="$state/localstack.log"
+      echo "LocalStack (Lambda with the local executor, SQS) on $LOCALSTACK_ENDPOINT_URL ($state)"
       return 0
     fi
     if ! kill -0 "$pid" 2>/dev/null; then break; fi
@@ -154,25 +195,28 @@ PY
   return 1
 }
 
-# LocalStack's SQS unless SQS_ENDPOINT_URL already names an SQS API to use.
-ensure_localstack_sqs() {
-  if [ -n "${SQS_ENDPOINT_URL:-}" ]; then
-    echo "using SQS_ENDPOINT_URL=$SQS_ENDPOINT_URL from the environment"
+# LocalStack unless LOCALSTACK_ENDPOINT_URL already names one (started with the local executor).
+ensure_localstack_running() {
+  if [ -n "${LOCALSTACK_ENDPOINT_URL:-}" ]; then
+    export SQS_ENDPOINT_URL="${SQS_ENDPOINT_URL:-$LOCALSTACK_ENDPOINT_URL}"
+    echo "using LOCALSTACK_ENDPOINT_URL=$LOCALSTACK_ENDPOINT_URL from the environment"
     return
   fi
   ensure_localstack
-  start_localstack_sqs
+  start_localstack
 }
 
-# hypercorn sometimes ignores SIGTERM for 30 s and more: ask, wait briefly, then SIGKILL the group.
+# LocalStack stops its functions' environments on SIGTERM (each gets SIGTERM, then SIGKILL from
+# the executor); hypercorn itself sometimes ignores SIGTERM for 30 s and more. So: ask, give the
+# environments time to stop, then SIGKILL everything left in LocalStack's session, functions too.
 stop_localstack() {
   local pid="$1" state="$2" i
   kill -TERM -- "-$pid" 2>/dev/null || true
-  for ((i = 0; i < 20; i++)); do
+  for ((i = 0; i < 100; i++)); do
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
   done
-  kill -KILL -- "-$pid" 2>/dev/null || true
+  pkill -KILL -s "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
   rm -rf "$state"
 }

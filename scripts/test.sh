@@ -40,12 +40,13 @@ if [[ "$vendored" != *openssl-src* ]]; then
   exit 1
 fi
 
-step "set up: PostgreSQL, PgBouncer, moto's Secrets Manager, cargo-lambda, LocalStack's SQS"
+step "set up: PostgreSQL, PgBouncer, moto's Secrets Manager, cargo-lambda, qemu (arm64), LocalStack"
 ensure_postgres
 ensure_pgbouncer
 ensure_moto
 ensure_cargo_lambda
-ensure_localstack_sqs
+ensure_qemu_arm64
+ensure_localstack
 
 step "migrations apply twice with psql"
 for _ in 1 2; do
@@ -54,16 +55,24 @@ for _ in 1 2; do
   done
 done
 
-step "build the Lambda binary, login-etl-esm and login-etl-dlq"
+step "build the Lambda binary, login-etl-dlq, and the arm64 zip users deploy (make build)"
 cargo build --bin login-etl
-cargo build -p login-etl-esm  # the event source mapping the queue tests run
-cargo build -p login-etl-dlq  # the dead-letter tool they run
+cargo build -p login-etl-dlq  # the dead-letter tool the queue tests run
+build_arm64_zip               # LocalStack's Lambda runs it through qemu (tests/it/sqs_e2e.rs)
 
-step "tests (unit, PostgreSQL integration, PgBouncer, Lambda runtime emulator, SQS end to end)"
-# Every log line the function writes during the suite is kept here and scanned for PII below.
+step "the local runtime executor's own tests (LocalStack's Lambda without Docker: timeouts, crashes, init errors, shutdown)"
+.venv-localstack/bin/python -m pytest -q -p no:cacheprovider localstack/executor/tests
+
+# Every log line the function writes during the suite is kept here and scanned for PII below:
+# from cargo lambda watch, and from LocalStack's Lambda (the executor copies them here).
 LOGIN_ETL_LOG_DIR="$(mktemp -d "${TMPDIR:-/tmp}/login-etl-logs.XXXXXX")"
 export LOGIN_ETL_LOG_DIR
 on_exit "rm -rf \"$LOGIN_ETL_LOG_DIR\""
+
+step "start LocalStack: its SQS, and its Lambda service and event source mapping through the local executor"
+ensure_localstack_running
+
+step "tests (unit, PostgreSQL integration, PgBouncer, Lambda runtime emulator, LocalStack's Lambda and SQS end to end)"
 tests_status=0
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast || tests_status=$?

@@ -177,7 +177,7 @@ mod tests {
         let text = logged("trace", true, || {
             tracing::trace!(target: "login_etl::store", "own-trace");
             tracing::debug!(target: "login_etl", "own-debug");
-            tracing::trace!(target: "login_etl_esm", "not-ours");
+            tracing::trace!(target: "login_etl_dlq", "not-ours");
         });
         assert!(
             text.contains("own-trace") && text.contains("own-debug"),

@@ -217,19 +217,6 @@ impl Drop for Emulator {
     }
 }
 
-/// A file in LOGIN_ETL_LOG_DIR named after `name` and this process, or `None` without the
-/// variable.
-pub fn log_file(name: &str) -> Option<std::fs::File> {
-    let path = log_path(&log_dir()?, name);
-    Some(
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .expect("log file in LOGIN_ETL_LOG_DIR"),
-    )
-}
-
 fn log_dir() -> Option<PathBuf> {
     std::env::var_os("LOGIN_ETL_LOG_DIR").map(PathBuf::from)
 }

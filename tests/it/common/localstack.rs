@@ -1,5 +1,6 @@
-//! Queues on LocalStack's SQS (started by `make test`, which exports SQS_ENDPOINT_URL): a fresh
-//! queue per test, with its dead-letter queue, and the calls a test needs to fill and inspect it.
+//! Queues on LocalStack's SQS (started by `make test`, which exports LOCALSTACK_ENDPOINT_URL): a
+//! fresh queue per test, with its dead-letter queue, and the calls a test needs to fill and
+//! inspect it. The same LocalStack serves the Lambda API (`common::lambda`).
 
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,12 +19,13 @@ pub const ENV: &[(&str, &str)] = &[
     ("AWS_EC2_METADATA_DISABLED", "true"),
 ];
 
-/// The SQS endpoint, checked to answer: a missing LocalStack fails the test, it never skips it.
+/// LocalStack's endpoint, checked to answer: a missing LocalStack fails the test, it never
+/// skips it.
 pub fn endpoint() -> String {
-    let url = std::env::var("SQS_ENDPOINT_URL").unwrap_or_else(|_| {
+    let url = std::env::var("LOCALSTACK_ENDPOINT_URL").unwrap_or_else(|_| {
         panic!(
-            "SQS_ENDPOINT_URL is not set: these tests need LocalStack's SQS; run `make test`, \
-             which installs and starts it"
+            "LOCALSTACK_ENDPOINT_URL is not set: these tests need LocalStack (SQS and Lambda with \
+             the local executor); run `make test`, which installs and starts it"
         )
     });
     let authority = url
@@ -34,9 +36,9 @@ pub fn endpoint() -> String {
         .to_socket_addrs()
         .ok()
         .and_then(|mut a| a.next())
-        .unwrap_or_else(|| panic!("SQS_ENDPOINT_URL={url} is not an http://host:port URL"));
+        .unwrap_or_else(|| panic!("LOCALSTACK_ENDPOINT_URL={url} is not an http://host:port URL"));
     if let Err(error) = TcpStream::connect_timeout(&address, Duration::from_secs(2)) {
-        panic!("LocalStack's SQS is not reachable at {url} ({error}); run `make test`, which starts it");
+        panic!("LocalStack is not reachable at {url} ({error}); run `make test`, which starts it");
     }
     url
 }
@@ -163,6 +165,11 @@ impl TestQueue {
             .await
             .expect("SendMessage");
         output.message_id().unwrap().to_owned()
+    }
+
+    /// The queue's ARN, which an event source mapping names.
+    pub async fn arn(&self) -> String {
+        queue_arn(&self.client, &self.url).await
     }
 
     /// (visible, in flight, delayed) messages in the queue.

@@ -2,6 +2,7 @@
 //! delivers them, an independent HMAC, and a TCP proxy that can cut the database off.
 
 pub mod emulator;
+pub mod lambda;
 pub mod localstack;
 pub mod moto;
 pub mod pgbouncer;
