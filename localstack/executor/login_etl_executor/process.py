@@ -7,12 +7,15 @@ The process group is what makes "nothing left running" hold: a bootstrap may sta
 import errno
 import fcntl
 import os
+import queue
 import selectors
+import shutil
 import signal
 import subprocess
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 
 # A line longer than this without a newline is cut, so one runaway write cannot grow memory.
@@ -137,6 +140,46 @@ class OutputPump(threading.Thread):
         self._on_line(raw.rstrip(b"\r").decode("utf-8", errors="replace"))
 
 
+class _Spawner:
+    """Forks every bootstrap from one thread that lives as long as LocalStack.
+
+    Each bootstrap gets a parent-death signal (SIGKILL) through setpriv(1), so a LocalStack that is
+    SIGKILLed (hypercorn can ignore SIGTERM) does not leave functions running. The kernel sends
+    that signal when the *thread* that forked the child ends, hence one thread that never ends,
+    not LocalStack's short-lived invocation threads.
+    """
+
+    def __init__(self):
+        self._requests: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.setpriv = shutil.which("setpriv")
+
+    def popen(self, argv: list[str], **kwargs) -> subprocess.Popen:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._serve, name="lambda-local-spawner", daemon=True
+                )
+                self._thread.start()
+        if self.setpriv:
+            argv = [self.setpriv, "--pdeathsig", "KILL", "--", *argv]
+        future: Future = Future()
+        self._requests.put((argv, kwargs, future))
+        return future.result()
+
+    def _serve(self) -> None:
+        while True:
+            argv, kwargs, future = self._requests.get()
+            try:
+                future.set_result(subprocess.Popen(argv, **kwargs))
+            except BaseException as e:  # noqa: BLE001 - handed to the caller
+                future.set_exception(e)
+
+
+SPAWNER = _Spawner()
+
+
 class BootstrapProcess:
     """One run of a bootstrap, from spawn to the end of its whole process group."""
 
@@ -149,7 +192,7 @@ class BootstrapProcess:
         on_exit: Callable[[], None],
         name: str,
     ):
-        self._popen = subprocess.Popen(
+        self._popen = SPAWNER.popen(
             argv,
             cwd=cwd,
             env=env,

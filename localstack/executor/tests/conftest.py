@@ -126,6 +126,7 @@ def start_localstack(state: Path) -> LocalStack:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
+            stop_group(proc)
             raise RuntimeError(f"LocalStack exited ({proc.returncode}):\n{ls.log_tail()}")
         try:
             with urllib.request.urlopen(f"{ls.endpoint}/_localstack/health", timeout=2) as r:
