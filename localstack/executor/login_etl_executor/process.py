@@ -140,6 +140,24 @@ class OutputPump(threading.Thread):
         self._on_line(raw.rstrip(b"\r").decode("utf-8", errors="replace"))
 
 
+def live_group_members(pgid: int) -> list[int]:
+    """Pids in process group `pgid` that are not zombies (from /proc; Linux only)."""
+    members = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+            members.append(int(entry.name))
+    return members
+
+
 class _Spawner:
     """Forks every bootstrap from one thread that lives as long as LocalStack.
 
@@ -248,7 +266,11 @@ class BootstrapProcess:
             return False
 
     def group_alive(self) -> bool:
-        return self.signal_group(0)
+        """Whether a process of the group still runs. Zombies do not count: an init that reaps
+        slowly (as in some containers) would otherwise hold every stop for its full grace."""
+        if not self.signal_group(0):
+            return False
+        return bool(live_group_members(self.pid))
 
     def terminate(self, grace_seconds: float) -> None:
         """SIGTERM to the group, up to `grace_seconds` for it to end, then SIGKILL."""
@@ -266,7 +288,7 @@ class BootstrapProcess:
     def _wait_group_gone(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while self.group_alive() and time.monotonic() < deadline:
-            time.sleep(0.01)
+            time.sleep(0.02)
 
     def _reap(self) -> None:
         self._popen.wait()
