@@ -1,6 +1,7 @@
 """End to end through LocalStack's real Lambda service with LAMBDA_RUNTIME_EXECUTOR=local."""
 
 import base64
+from concurrent.futures import ThreadPoolExecutor
 import io
 import json
 import platform
@@ -51,6 +52,15 @@ def test_invoke_returns_the_response_and_the_logs(toy):
     text = files[0].read_text()
     assert f"toy got {request_id}" in text and "toy init" in text
     assert "START RequestId" not in text  # only what the function wrote
+
+
+def test_concurrent_invokes_get_environments_of_their_own(toy):
+    name = toy.create()
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda i: toy.invoke(name, {"action": "sleep", "seconds": 1,
+                                                            "i": i})[1], range(2)))
+    assert sorted(r["echo"]["i"] for r in results) == [0, 1]
+    assert results[0]["pid"] != results[1]["pid"]
 
 
 def test_function_error_is_unhandled_with_the_runtime_payload(toy):

@@ -181,3 +181,32 @@ def test_close_releases_every_long_poll(api):
         t.join(3)
     assert not any(t.is_alive() for t in polls)
     assert time.monotonic() - started < 3
+
+
+def test_extensions_registered_for_invoke_get_each_invocation(api):
+    _, headers, _ = request(
+        api, "POST", "/2020-01-01/extension/register", {"events": ["INVOKE"]},
+        {"Lambda-Extension-Name": "inv"},
+    )
+    ext_id = headers["Lambda-Extension-Identifier"]
+    api.submit(invocation("r9"))
+    status, _, body = request(
+        api, "GET", "/2020-01-01/extension/event/next",
+        headers={"Lambda-Extension-Identifier": ext_id},
+    )
+    event = json.loads(body)
+    assert status == 200
+    assert event["eventType"] == "INVOKE"
+    assert event["requestId"] == "r9"
+    assert event["deadlineMs"] == 1_700_000_000_000
+    assert event["invokedFunctionArn"].endswith(":function:fn")
+    assert event["tracing"] == {"type": "X-Amzn-Trace-Id", "value": "Root=1-2-3"}
+
+
+def test_unknown_event_types_are_refused(api):
+    status, _, body = request(
+        api, "POST", "/2020-01-01/extension/register", {"events": ["LOGS"]},
+        {"Lambda-Extension-Name": "x"},
+    )
+    assert status == 400
+    assert json.loads(body)["errorType"] == "Extension.InvalidEventType"
