@@ -67,14 +67,14 @@ class LocalRuntimeExecutor(RuntimeExecutor):
             sandbox = self._current()
             if sandbox is None or sandbox.process.has_exited():
                 # The last run timed out or crashed: Lambda starts a fresh one (a new init).
+                started = time.monotonic()
                 try:
                     sandbox = self._restart(request_id)
                 except StatusErrorException as e:
-                    return self._result(request_id, e.payload, is_error=True)
+                    return self._failed_before_invoke(request_id, e.payload, started)
                 except EnvironmentStopped:
-                    return self._result(
-                        request_id, lambda_errors.stopped_payload(request_id), is_error=True
-                    )
+                    stopped = lambda_errors.stopped_payload(request_id)
+                    return self._failed_before_invoke(request_id, stopped, started)
             return self._invoke(sandbox, request_id, payload)
 
     def stop(self) -> None:
@@ -245,6 +245,27 @@ class LocalRuntimeExecutor(RuntimeExecutor):
         ):
             self._logs.platform_line(line)
         return self._result(request_id, body, is_error)
+
+    def _failed_before_invoke(
+        self, request_id: str, body: bytes, started: float
+    ) -> InvocationResult:
+        """The fresh init an invoke needed failed: the invoke fails with the init's error.
+
+        The result always carries log lines: with none, LocalStack would print the environment's
+        whole output (get_logs) into its own log as a warning.
+        """
+        self._logs.platform_line(
+            lambda_errors.start_line(request_id, self.function_version.id.qualifier)
+        )
+        self._logs.platform_line(f"RequestId: {request_id} Error: init failed: {body.decode(errors='replace')}")
+        for line in lambda_errors.end_lines(
+            request_id,
+            (time.monotonic() - started) * 1000,
+            int(self.function_version.config.memory_size),
+            None,
+        ):
+            self._logs.platform_line(line)
+        return self._result(request_id, body, is_error=True)
 
     def _result(self, request_id: str, body: bytes, is_error: bool) -> InvocationResult:
         lines = self._logs.take_pending() if self._logs is not None else []

@@ -197,6 +197,8 @@ if os.environ.get("TOY_CHILD"):
     note("child", str(child.pid))
 
 mode = os.environ.get("TOY_INIT")
+if os.path.exists(os.path.join(STATE, "fail-next-init")):
+    mode = "error"
 if mode == "error":
     call("POST", "/2018-06-01/runtime/init/error",
          {"errorType": "Toy.InitFailed", "errorMessage": "toy init failed on purpose"},

@@ -111,6 +111,23 @@ def test_init_error_reaches_the_caller_with_the_functions_error(toy):
     assert wait_all_gone(toy, timeout=5) == []
 
 
+def test_a_failed_fresh_init_fails_that_invoke_and_the_next_one_tries_again(toy):
+    name = toy.create()
+    toy.invoke(name, {"warm": 1})
+    (toy.state_dir / "fail-next-init").touch()
+    response, body = toy.invoke(name, {"action": "crash"})
+    assert body["errorType"] == "Runtime.ExitError"
+    # The crash is followed by a fresh init inside the next invoke; it fails, so does the invoke.
+    response, body = toy.invoke(name, {"after": "crash"}, tail=True)
+    assert response["FunctionError"] == "Unhandled"
+    assert body == {"errorType": "Toy.InitFailed", "errorMessage": "toy init failed on purpose"}
+    tail = base64.b64decode(response["LogResult"]).decode()
+    assert "toy init" in tail and "init failed" in tail
+    (toy.state_dir / "fail-next-init").unlink()
+    _, body = toy.invoke(name, {"after": "init error"})
+    assert body["echo"] == {"after": "init error"}
+
+
 def test_exit_during_init_is_a_runtime_exit_error(toy):
     name = toy.create(env={"TOY_INIT": "exit"})
     response, body = toy.invoke(name, {})
