@@ -34,6 +34,7 @@ LOG = logging.getLogger(__name__)
 SHUTDOWN_GRACE_ENV = "LAMBDA_LOCAL_EXECUTOR_SHUTDOWN_GRACE_MS"
 # Lambda allows up to 2,000 ms for the shutdown phase when extensions are registered.
 DEFAULT_SHUTDOWN_GRACE_MS = 2000
+STARTUP_SLACK_SECONDS = 5
 
 
 class EnvironmentStopped(Exception):
@@ -59,7 +60,11 @@ class LocalRuntimeExecutor(RuntimeExecutor):
         self._code_dir = Path(self.function_version.config.code.get_unzipped_code_location())
         self._logs = LogSink(self.function_version.id.function_name, self.id)
         LOG.debug("Starting local execution environment %s for %s", self.id, self._arn)
-        self._start_sandbox(request_id=None, timeout=config.LAMBDA_RUNTIME_ENVIRONMENT_TIMEOUT)
+        # LocalStack's own startup timer (the same setting) stops the environment first and
+        # reports its usual startup timeout; ours is only the backstop.
+        self._start_sandbox(
+            request_id=None, timeout=config.LAMBDA_RUNTIME_ENVIRONMENT_TIMEOUT + STARTUP_SLACK_SECONDS
+        )
 
     def invoke(self, payload: dict[str, str]) -> InvocationResult:
         request_id = payload["invoke-id"]
