@@ -188,7 +188,7 @@ def on_sigterm(signum, frame):
     os._exit(0)
 
 
-signal.signal(signal.SIGTERM, on_sigterm)
+signal.signal(signal.SIGTERM, signal.SIG_IGN if os.environ.get("TOY_IGNORE_TERM") else on_sigterm)
 note("pid", json.dumps({"cwd": os.getcwd(), "task_root": os.environ.get("LAMBDA_TASK_ROOT")}))
 print(f"toy init pid={PID}", flush=True)
 if os.environ.get("TOY_CHILD"):

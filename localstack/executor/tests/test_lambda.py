@@ -201,6 +201,17 @@ def test_delete_sends_sigterm_and_shutdown_and_leaves_nothing_running(toy):
     assert isinstance(event["deadlineMs"], int)
 
 
+def test_a_function_that_ignores_sigterm_is_killed_after_the_grace(toy):
+    name = toy.create(env={"TOY_IGNORE_TERM": "1", "TOY_CHILD": "1"})
+    _, body = toy.invoke(name, {"x": 1})
+    started = time.monotonic()
+    toy.delete_all()
+    assert wait_all_gone(toy, timeout=10) == []
+    # SIGTERM, the 2 s grace, SIGKILL (plus LocalStack's own ~2 s before it stops environments).
+    assert time.monotonic() - started >= 2
+    assert body["pid"] not in toy.noted("sigterm")
+
+
 def wait_all_gone_pid(pid: int, timeout: float = 5.0) -> bool:
     deadline = time.monotonic() + timeout
     while pid_alive(pid):
