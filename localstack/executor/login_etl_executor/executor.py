@@ -9,7 +9,8 @@ What it expects back (read from localstack-core 2026.3.0):
 - invoke() returns an InvocationResult; is_error=True is a function error. Raising from invoke()
   makes LocalStack stop the environment and answer a service error, so it never raises for the
   function's faults (timeouts, crashes).
-- InvocationResult.logs go to CloudWatch Logs; get_logs() is printed when a start fails.
+- InvocationResult.logs go to CloudWatch Logs. get_logs() is what LocalStack prints about an
+  environment (at DEBUG after a failed start; as a WARNING after an invocation without logs).
 """
 
 import logging

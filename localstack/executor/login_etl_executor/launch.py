@@ -83,13 +83,13 @@ def build_launch(
     qemu = which(qemu_setting) if os.sep not in qemu_setting else qemu_setting
     if not qemu or not os.access(qemu, os.X_OK):
         raise LaunchError(
-            f"{architecture} function on a {machine} host needs {qemu_setting} (qemu-user), which "
+            f"{architecture} function on this {machine} host needs {qemu_setting} (qemu-user), which "
             f"was not found: install the Debian package {qemu_package}, or set {QEMU_ENV} to its path"
         )
     sysroot = environ.get(QEMU_LD_PREFIX_ENV) or sysroot_default
     if not isdir(sysroot):
         raise LaunchError(
-            f"{architecture} function on a {machine} host needs the {architecture} C library under "
+            f"{architecture} function on this {machine} host needs the {architecture} C library under "
             f"{sysroot}, which does not exist: install the Debian package {sysroot_package}, or set "
             f"{QEMU_LD_PREFIX_ENV} to the sysroot"
         )

@@ -106,14 +106,14 @@ class LocalStack:
             return ""
 
 
-def start_localstack(state: Path) -> LocalStack:
+def start_localstack(state: Path, extra_env: dict[str, str] | None = None) -> LocalStack:
     port = free_port()
     log_dir = state / "function-logs"
     log_path = state / "localstack.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             ["setsid", str(VENV_PYTHON), "-m", "localstack.runtime.main"],
-            env=localstack_env(state, port, log_dir),
+            env={**localstack_env(state, port, log_dir), **(extra_env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
