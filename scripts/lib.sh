@@ -163,7 +163,8 @@ start_localstack() {
   on_exit "rm -rf \"$state\""
   port="$(free_port)"
   mkdir -p "$state/fs" "$state/tmp" "$state/config" "$state/home"
-  # setsid: its own process group, so the stop reaches the functions it started too.
+  # setsid: a session of its own. The executor starts each function in a process group of its own
+  # within it, so stop_localstack ends whatever is left by the session.
   (
     export FILESYSTEM_ROOT="$state/fs" TMPDIR="$state/tmp" CONFIG_DIR="$state/config" HOME="$state/home"
     export GATEWAY_LISTEN="127.0.0.1:$port" GATEWAY_SERVER=hypercorn LOCALSTACK_HOST="127.0.0.1:$port"
