@@ -275,9 +275,11 @@ async fn every_valid_message_lands_once_when_postgres_drops_out_mid_stream() {
     let mut bodies: Vec<String> = (20..40).map(login_body).collect();
     bodies.insert(10, NOT_A_LOGIN.to_owned());
     let mut during = queue.send_all(&bodies).await;
-    eventually("a batch failing while PostgreSQL is away", &function, || async {
-        !function.lines_with("batch failed").is_empty()
-    })
+    eventually(
+        "a batch failing while PostgreSQL is away",
+        &function,
+        || async { !function.lines_with("batch failed").is_empty() },
+    )
     .await;
     proxy.restore();
     eventually("an empty queue", &function, || async {
@@ -371,13 +373,23 @@ async fn a_fifo_queue_keeps_each_group_in_order_and_a_failure_stops_only_its_own
         .lines_with("message not stored")
         .iter()
         .filter_map(|line| {
-            let id = line.split("message_id=").nth(1)?.split_whitespace().next()?;
+            let id = line
+                .split("message_id=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?;
             Some(name_of[id.trim_matches('"')].clone())
         })
         .collect();
-    assert!(not_stored.iter().all(|n| n.starts_with('B')), "{not_stored:?}");
+    assert!(
+        not_stored.iter().all(|n| n.starts_with('B')),
+        "{not_stored:?}"
+    );
     for name in ["B3", "B4", "B5"] {
-        assert!(not_stored.iter().any(|n| n == name), "{name}: {not_stored:?}");
+        assert!(
+            not_stored.iter().any(|n| n == name),
+            "{name}: {not_stored:?}"
+        );
     }
 }
 
@@ -555,14 +567,18 @@ async fn dead_letters_are_explained_without_values_and_redriven_once_they_pass()
     // refuses it again, and with maxReceiveCount 1 it is a dead letter once more.
     let (ok, report, errors) = dlq_tool(&["--dlq-url", &dlq, "redrive", "--all"]);
     assert!(ok, "{report} {errors}");
-    eventually("the message moved back and dead again", &function, || async {
-        function
-            .lines_with("message not stored")
-            .iter()
-            .filter(|l| l.contains(unreadable.as_str()))
-            .count()
-            >= 2
-    })
+    eventually(
+        "the message moved back and dead again",
+        &function,
+        || async {
+            function
+                .lines_with("message not stored")
+                .iter()
+                .filter(|l| l.contains(unreadable.as_str()))
+                .count()
+                >= 2
+        },
+    )
     .await;
     assert_eq!(db.count().await, 2);
 }

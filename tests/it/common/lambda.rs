@@ -74,10 +74,16 @@ async fn call(method: reqwest::Method, path: &str, body: Option<Value>) -> (u16,
             .header("Content-Type", "application/json")
             .body(body.to_string());
     }
-    let response = request.send().await.expect("LocalStack's Lambda API answers");
+    let response = request
+        .send()
+        .await
+        .expect("LocalStack's Lambda API answers");
     let status = response.status().as_u16();
     let text = response.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 /// A function on LocalStack's Lambda, named `{prefix}-{pid}-{n}`.
@@ -201,9 +207,11 @@ impl Function {
     pub async fn warm_up(&self) {
         let answer = self.invoke(r#"{"Records":[]}"#).await;
         assert_eq!(
-            answer.function_error, None,
+            answer.function_error,
+            None,
             "warm-up of {}: {:?}\n{}",
-            self.name, answer.payload,
+            self.name,
+            answer.payload,
             self.log()
         );
     }
@@ -276,7 +284,11 @@ pub struct Mapping {
 }
 
 impl Mapping {
-    pub async fn create(queue: &TestQueue, function: &Function, settings: MappingSettings) -> Mapping {
+    pub async fn create(
+        queue: &TestQueue,
+        function: &Function,
+        settings: MappingSettings,
+    ) -> Mapping {
         let mut body = json!({
             "FunctionName": function.name,
             "EventSourceArn": queue.arn().await,
@@ -308,7 +320,10 @@ impl Mapping {
             if answer["State"] == "Enabled" {
                 return mapping;
             }
-            assert!(started.elapsed() < PATIENCE, "mapping not enabled: {answer}");
+            assert!(
+                started.elapsed() < PATIENCE,
+                "mapping not enabled: {answer}"
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
