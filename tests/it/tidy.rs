@@ -194,8 +194,12 @@ fn string_literals(source: &str) -> Vec<Literal> {
             && (rest.starts_with("'\\") || rest[1..].chars().nth(1) == Some('\''))
         {
             // A char literal ('{', '\n'), not a lifetime ('a).
-            let end = if rest.starts_with("'\\") {
-                rest[2..].find('\'').map_or(source.len(), |n| i + 2 + n + 1)
+            let end = if let Some(escaped) = rest.strip_prefix("'\\") {
+                // Past the escaped character ('\'' included), to the closing quote.
+                let skip = escaped.chars().next().map_or(0, char::len_utf8);
+                escaped[skip..]
+                    .find('\'')
+                    .map_or(source.len(), |n| i + 2 + skip + n + 1)
             } else {
                 i + 1 + rest[1..].chars().next().unwrap().len_utf8() + 1
             };
