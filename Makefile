@@ -10,17 +10,17 @@ demo-sqs:  ## the real queue flow: the arm64 zip on LocalStack's Lambda, its SQS
 test:  ## set up and pass every test
 	bash scripts/test.sh
 
-bench:  ## the benchmarks of BENCHMARKS.md on a durable throw-away Postgres (a few minutes)
+bench:  ## the benchmarks of docs/benchmarks.md on a durable throw-away Postgres (how long: docs/benchmarks.md)
 	bash scripts/bench.sh $(ARGS)
 
-bench-shapes:  ## Lambda shapes alone: Rust and the Python anchor under memory-size CPU caps and a delayed network (about 15 min)
+bench-shapes:  ## Lambda shapes alone: Rust and the Python anchor under memory-size CPU caps and a delayed network (how long: docs/benchmarks.md)
 	bash scripts/bench_shapes.sh $(ARGS)
 
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-sam-tools:  ## what the README's SAM deploy runs: the AWS SAM CLI (with cfn-lint) in .venv-sam, cargo-lambda in .venv
+sam-tools:  ## what the SAM deploy (README, docs/deploy.md) runs: the AWS SAM CLI (with cfn-lint) in .venv-sam, cargo-lambda in .venv
 	bash -euo pipefail -c 'source scripts/lib.sh; ensure_sam_tools; ensure_cargo_lambda'
 
 build:  ## the deployable zip for arm64: target/lambda/login-etl/bootstrap.zip (a few minutes the first time)
