@@ -39,13 +39,19 @@ if [[ "$vendored" != *openssl-src* ]]; then
   exit 1
 fi
 
-step "set up: PostgreSQL, PgBouncer, moto's Secrets Manager, cargo-lambda, qemu (arm64), LocalStack"
+step "set up: PostgreSQL, PgBouncer, moto's Secrets Manager, cargo-lambda, qemu (arm64), LocalStack, cargo-nextest"
 ensure_postgres
 ensure_pgbouncer
 ensure_moto
 ensure_cargo_lambda
 ensure_qemu_arm64
 ensure_localstack
+# nextest runs each test in a process of its own, which the suite is written for (tests/it/main.rs:
+# tests of one module share files named after the process); installed once, from source, if missing
+# (a few minutes).
+if ! cargo nextest --version >/dev/null 2>&1; then
+  cargo install --locked cargo-nextest
+fi
 
 step "migrations apply twice with psql"
 for _ in 1 2; do
@@ -73,11 +79,6 @@ step "start LocalStack: its SQS, and its Lambda service and event source mapping
 ensure_localstack_running
 
 step "tests (unit, PostgreSQL integration, PgBouncer, Lambda runtime emulator, LocalStack's Lambda and SQS end to end)"
-# nextest runs each test in a process of its own (the suite is written for it: tests/it/main.rs);
-# installed once, from source, if missing (a few minutes).
-if ! cargo nextest --version >/dev/null 2>&1; then
-  cargo install --locked cargo-nextest
-fi
 tests_status=0
 cargo nextest run --workspace --no-fail-fast || tests_status=$?
 
