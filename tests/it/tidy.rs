@@ -33,7 +33,16 @@ const STD_IO: &[&str] = &["std::fs", "std::net::TcpStream"];
 #[test]
 fn the_pure_core_depends_on_no_runtime_database_tls_or_lambda() {
     let output = Command::new(env!("CARGO"))
-        .args(["tree", "--offline", "-p", CORE, "-e", "normal", "--prefix", "none"])
+        .args([
+            "tree",
+            "--offline",
+            "-p",
+            CORE,
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+        ])
         .args(["--format", "{p}"])
         .current_dir(ROOT)
         .output()
@@ -46,7 +55,10 @@ fn the_pure_core_depends_on_no_runtime_database_tls_or_lambda() {
     let tree = String::from_utf8(output.stdout).unwrap();
     // Each line is `name vX.Y.Z[ (path)][ (*)]`.
     let names: Vec<&str> = tree.lines().filter_map(|l| l.split(' ').next()).collect();
-    assert!(names.contains(&CORE), "cargo tree printed no {CORE}: {tree}");
+    assert!(
+        names.contains(&CORE),
+        "cargo tree printed no {CORE}: {tree}"
+    );
     let impure: Vec<&&str> = IMPURE.iter().filter(|c| names.contains(c)).collect();
     assert!(
         impure.is_empty(),
