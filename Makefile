@@ -1,5 +1,5 @@
 # The README's commands (make demo, make test, make demo-sqs), and a few more for day-to-day work.
-.PHONY: demo demo-sqs test bench bench-shapes lint build sam-tools rds-ca
+.PHONY: demo demo-sqs check test bench bench-shapes lint build sam-tools rds-ca
 
 demo:  ## run the main job: throw-away Postgres, the function under cargo lambda watch, sample events
 	bash scripts/demo.sh
@@ -7,7 +7,10 @@ demo:  ## run the main job: throw-away Postgres, the function under cargo lambda
 demo-sqs:  ## the real queue flow: the arm64 zip on LocalStack's Lambda, its SQS and event source mapping, Postgres, the DLQ
 	bash scripts/demo-sqs.sh
 
-test:  ## set up and pass every test
+check:  ## no services, installs nothing: format, lint, unit, property and tidy tests (under 2 minutes once built)
+	bash scripts/check.sh
+
+test:  ## set up and pass every test (make check first)
 	bash scripts/test.sh
 
 bench:  ## the benchmarks of docs/benchmarks.md on a durable throw-away Postgres (how long: docs/benchmarks.md)

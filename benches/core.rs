@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use login_etl::batch::plan_batch;
-use login_etl::login::LoginEvent;
-use login_etl::mask::Masker;
-use login_etl::record::LoginEvents;
+use login_etl_core::batch::plan_batch;
+use login_etl_core::login::LoginEvent;
+use login_etl_core::mask::Masker;
+use login_etl_core::record::LoginEvents;
 use time::macros::date;
 
 /// Records per benchmark iteration: a large SQS batch (Lambda allows up to 10,000).

@@ -6,9 +6,8 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
-step "format and lint"
-cargo fmt --all -- --check
-cargo clippy --workspace --all-targets -- -D warnings
+step "make check: format, lint, unit, property and tidy tests"
+bash scripts/check.sh
 
 step "deploy files, offline: template.yaml (sam validate --lint, cfn-lint after the SAM transform), localstack/"
 ensure_sam_tools
@@ -40,13 +39,19 @@ if [[ "$vendored" != *openssl-src* ]]; then
   exit 1
 fi
 
-step "set up: PostgreSQL, PgBouncer, moto's Secrets Manager, cargo-lambda, qemu (arm64), LocalStack"
+step "set up: PostgreSQL, PgBouncer, moto's Secrets Manager, cargo-lambda, qemu (arm64), LocalStack, cargo-nextest"
 ensure_postgres
 ensure_pgbouncer
 ensure_moto
 ensure_cargo_lambda
 ensure_qemu_arm64
 ensure_localstack
+# nextest runs each test in a process of its own, which the suite is written for (tests/it/main.rs:
+# tests of one module share files named after the process); installed once, from source, if missing
+# (a few minutes).
+if ! cargo nextest --version >/dev/null 2>&1; then
+  cargo install --locked cargo-nextest
+fi
 
 step "migrations apply twice with psql"
 for _ in 1 2; do
@@ -55,9 +60,10 @@ for _ in 1 2; do
   done
 done
 
-step "build the Lambda binary, login-etl-dlq, and the arm64 zip users deploy (make build)"
+step "build the Lambda binary, login-etl-dlq, login-etl-pii, and the arm64 zip users deploy (make build)"
 cargo build --bin login-etl
 cargo build -p login-etl-dlq  # the dead-letter tool the queue tests run
+cargo build -p login-etl-pii  # the PII tool the recovery and partition tests run
 build_arm64_zip               # LocalStack's Lambda runs it through qemu (tests/it/sqs_e2e.rs)
 
 step "the local runtime executor's own tests (LocalStack's Lambda without Docker: timeouts, crashes, init errors, shutdown)"
@@ -74,11 +80,7 @@ ensure_localstack_running
 
 step "tests (unit, PostgreSQL integration, PgBouncer, Lambda runtime emulator, LocalStack's Lambda and SQS end to end)"
 tests_status=0
-if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --no-fail-fast || tests_status=$?
-else
-  cargo test --workspace --no-fail-fast || tests_status=$?
-fi
+cargo nextest run --workspace --no-fail-fast || tests_status=$?
 
 step "no PII in any captured log line"
 # It runs after failed tests too. It fails if it finds PII, or if no "message not stored" line

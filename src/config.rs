@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use crate::aws::AwsCredentials;
 use crate::iam_auth::IamAuth;
-use crate::mask::{KeyTooShort, Masker};
-use crate::vault::RecoveryKey;
+use login_etl_core::mask::{KeyTooShort, Masker};
+use login_etl_core::vault::RecoveryKey;
 
 /// How to use TLS towards PostgreSQL, with libpq's meanings of `sslmode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -321,11 +321,11 @@ pub fn masking_key(
             variable: key_variable,
             why: format!(
                 "it is {actual_bytes} bytes; it must be at least {} (e.g. `openssl rand -hex 32`)",
-                crate::mask::MIN_KEY_BYTES
+                login_etl_core::mask::MIN_KEY_BYTES
             ),
         }
     })?;
-    let id = key_id(lookup, id_variable, crate::mask::DEFAULT_KEY_ID)?;
+    let id = key_id(lookup, id_variable, login_etl_core::mask::DEFAULT_KEY_ID)?;
     Ok(Some(masker.with_key_id(id)))
 }
 

@@ -8,11 +8,11 @@ use lambda_runtime::LambdaEvent;
 use time::OffsetDateTime;
 use tokio::time::Instant;
 
-use crate::batch::{plan_batch, BatchError, BatchOutcome};
-use crate::mask::Masker;
-use crate::metrics::Emf;
-use crate::record::{LoginEvents, SqsRecord};
 use crate::store::{Store, StoreError};
+use login_etl_core::batch::{plan_batch, BatchError, BatchOutcome};
+use login_etl_core::mask::Masker;
+use login_etl_core::metrics::Emf;
+use login_etl_core::record::{LoginEvents, SqsRecord};
 
 /// Time kept back from Lambda's deadline to report failures and answer before being killed.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(500);

@@ -1,21 +1,14 @@
 //! login-etl: SQS user-login events -> HMAC-masked rows in PostgreSQL.
 //!
 //! Data flows one way: `SqsEvent -> records -> (parse, validate, mask) -> rows -> Postgres ->
-//! outcome -> SqsBatchResponse`. The pure core ([`login`], [`mask`], [`batch`]) knows nothing of
-//! Lambda or PostgreSQL; [`store`] and [`handler`] are the edges. See ARCHITECTURE.md.
+//! outcome -> SqsBatchResponse`. The pure core (the `login-etl-core` crate: `login`, `mask`,
+//! `batch`) knows nothing of Lambda or PostgreSQL; [`store`] and [`handler`] are the edges. See
+//! ARCHITECTURE.md.
 
 pub mod aws;
-pub mod batch;
 pub mod config;
 pub mod handler;
 pub mod iam_auth;
-pub mod lifecycle;
 pub mod logging;
-pub mod login;
-pub mod mask;
-pub mod metrics;
-pub mod record;
-pub mod recovery;
 pub mod secrets;
 pub mod store;
-pub mod vault;

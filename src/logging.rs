@@ -4,7 +4,7 @@
 //! Why the other crates are held: below INFO they log what passes through them, and that is our
 //! input. lambda_runtime logs every raw event at TRACE (ip and device_id in clear), tokio-postgres
 //! logs every statement with its parameters (our rows) at DEBUG, and the HTTP stack below the
-//! runtime logs what it reads. So only this crate's own events may go below INFO; no setting
+//! runtime logs what it reads. So only our own crates' events may go below INFO; no setting
 //! (`trace`, `lambda_runtime=trace`, a span filter) can lower the cap. Our own events never
 //! carry a value, at any level: they name the messageId, the field and the rule.
 
@@ -16,25 +16,27 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 
-/// The target of this crate's own events (the library and its binaries).
-const OWN_TARGET: &str = "login_etl";
+/// The targets of our own events: this crate (the library and its binary), the pure core, and
+/// the operator's PII tool. Not the other tools (`login_etl_dlq`): their own binaries pick their
+/// target with `filter_for`.
+const OWN_TARGETS: &[&str] = &["login_etl", "login_etl_core", "login_etl_pii"];
 
 /// The most verbose level any other crate may log at.
 const OTHER_CRATES_AT_MOST: Level = Level::INFO;
 
 /// The filter the function logs with: the level setting (`None`: INFO), and whatever it says,
-/// nothing below INFO from any crate but this one.
+/// nothing below INFO from any crate but ours.
 pub fn filter<S>(level_setting: Option<&str>) -> impl Filter<S> + Send + Sync + 'static
 where
     S: tracing::Subscriber + for<'a> LookupSpan<'a>,
 {
-    filter_for(OWN_TARGET, level_setting)
+    filter_for(OWN_TARGETS, level_setting)
 }
 
-/// `filter` for a program whose own events have the target `own` (another crate of this
+/// `filter` for a program whose own events have the targets `own` (other crates of this
 /// workspace, whose events carry no values either).
 pub fn filter_for<S>(
-    own: &'static str,
+    own: &'static [&'static str],
     level_setting: Option<&str>,
 ) -> impl Filter<S> + Send + Sync + 'static
 where
@@ -45,7 +47,8 @@ where
         .parse_lossy(level_setting.unwrap_or("info"));
     // Own events carry no values at any level; another crate's only down to INFO.
     setting.and(filter_fn(move |metadata: &Metadata<'_>| {
-        is_of(own, metadata.target()) || *metadata.level() <= OTHER_CRATES_AT_MOST
+        own.iter().any(|own| is_of(own, metadata.target()))
+            || *metadata.level() <= OTHER_CRATES_AT_MOST
     }))
 }
 
@@ -177,10 +180,16 @@ mod tests {
         let text = logged("trace", true, || {
             tracing::trace!(target: "login_etl::store", "own-trace");
             tracing::debug!(target: "login_etl", "own-debug");
+            tracing::trace!(target: "login_etl_core::batch", "core-trace");
+            tracing::debug!(target: "login_etl_pii::recovery", "pii-debug");
             tracing::trace!(target: "login_etl_dlq", "not-ours");
         });
         assert!(
             text.contains("own-trace") && text.contains("own-debug"),
+            "{text}"
+        );
+        assert!(
+            text.contains("core-trace") && text.contains("pii-debug"),
             "{text}"
         );
         assert!(!text.contains("not-ours"), "{text}");

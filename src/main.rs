@@ -7,10 +7,10 @@ use std::time::Duration;
 use lambda_runtime::{service_fn, LambdaEvent};
 use login_etl::config::{self, Config};
 use login_etl::handler::Processor;
-use login_etl::metrics::Emf;
-use login_etl::record::LoginEvents;
 use login_etl::secrets;
 use login_etl::store::{Store, StoreOptions};
+use login_etl_core::metrics::Emf;
+use login_etl_core::record::LoginEvents;
 use tokio::time::Instant;
 
 /// Lambda allows 10 s of init; the connect and migrations must fit in it.

@@ -37,9 +37,8 @@ mod stats;
 mod workload;
 
 use std::fmt::Write as _;
-use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,8 +46,9 @@ use std::time::Duration;
 use aws_lambda_events::event::sqs::SqsMessage;
 use login_etl::config::DatabaseConfig;
 use login_etl::handler::Processor;
-use login_etl::mask::Masker;
 use login_etl::store::{StatementMode, Store, StoreOptions};
+use login_etl_core::mask::Masker;
+use login_etl_test_support::pgbouncer::PoolMode;
 use tokio::time::Instant;
 use tokio_postgres::Client;
 
@@ -143,96 +143,19 @@ impl Options {
 // ---------------------------------------------------------------------------------------------
 // PgBouncer
 
-/// Debian's PgBouncer in transaction mode in front of the benchmark server, stopped when dropped.
-/// Its directory is `CAPACITY_PGBOUNCER_DIR` when set (scripts/bench.sh sets it, to stop it even
-/// if this process is killed), else a temporary one.
-struct PgBouncer {
-    port: u16,
-    child: Child,
-    dir: PathBuf,
-}
+/// Debian's PgBouncer (login-etl-test-support) in transaction mode in front of the benchmark
+/// server, stopped when dropped. Its directory is `CAPACITY_PGBOUNCER_DIR` when set
+/// (scripts/bench.sh sets it, to stop it even if this process is killed), else a temporary one.
+struct PgBouncer(login_etl_test_support::pgbouncer::PgBouncer);
 
 impl PgBouncer {
     fn start(server: &tokio_postgres::Config, pool_size: usize) -> PgBouncer {
-        let binary = "/usr/sbin/pgbouncer";
-        assert!(
-            std::path::Path::new(binary).exists(),
-            "{binary} is missing: `make bench` installs Debian's pgbouncer package (or pass --no-pgbouncer)"
-        );
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = std::env::var_os("CAPACITY_PGBOUNCER_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| std::env::temp_dir().join(format!("login-etl-pgbouncer-{port}")));
-        std::fs::create_dir_all(&dir).unwrap();
-        let host = match server.get_hosts().first() {
-            Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
-            #[cfg(unix)]
-            Some(tokio_postgres::config::Host::Unix(path)) => path.display().to_string(),
-            None => "127.0.0.1".into(),
-        };
-        let upstream_port = server.get_ports().first().copied().unwrap_or(5432);
-        let user = server.get_user().unwrap_or("postgres");
-        let mut upstream = format!("host={host} port={upstream_port} user={user}");
-        if let Some(password) = server.get_password() {
-            let password = String::from_utf8_lossy(password);
-            write!(upstream, " password={password}").unwrap();
-        }
-        // Clients are trusted on loopback (they must still be listed); PgBouncer logs in to the
-        // server as the benchmark's user.
-        std::fs::write(dir.join("users.txt"), format!("\"{user}\" \"\"\n")).unwrap();
-        let ini = format!(
-            "[databases]\n\
-             * = {upstream}\n\
-             [pgbouncer]\n\
-             listen_addr = 127.0.0.1\n\
-             listen_port = {port}\n\
-             unix_socket_dir =\n\
-             auth_type = trust\n\
-             auth_file = {dir}/users.txt\n\
-             pool_mode = transaction\n\
-             default_pool_size = {pool_size}\n\
-             max_client_conn = 500\n\
-             logfile = {dir}/pgbouncer.log\n\
-             pidfile = {dir}/pgbouncer.pid\n",
-            dir = dir.display(),
-        );
-        std::fs::write(dir.join("pgbouncer.ini"), ini).unwrap();
-        // PgBouncer refuses to run as root; `-u` makes it switch user itself, so the child is
-        // PgBouncer and killing it stops it.
-        let mut command = Command::new(binary);
-        if is_root() {
-            Command::new("chown")
-                .args(["-R", "postgres"])
-                .arg(&dir)
-                .status()
-                .unwrap();
-            command.args(["-u", "postgres"]);
-        }
-        let child = command
-            .arg(dir.join("pgbouncer.ini"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("pgbouncer starts");
-        let mut bouncer = PgBouncer { port, child, dir };
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return bouncer;
-            }
-            if let Ok(Some(status)) = bouncer.child.try_wait() {
-                panic!("pgbouncer exited ({status}): {}", bouncer.log());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("pgbouncer did not listen on port {port}: {}", bouncer.log());
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("pgbouncer.log")).unwrap_or_default()
+        PgBouncer(login_etl_test_support::pgbouncer::PgBouncer::start(
+            server,
+            PoolMode::Transaction,
+            pool_size,
+            std::env::var_os("CAPACITY_PGBOUNCER_DIR").map(PathBuf::from),
+        ))
     }
 
     /// The benchmark database through the pooler.
@@ -240,30 +163,13 @@ impl PgBouncer {
         let user = server.get_user().unwrap_or("postgres");
         format!(
             "postgres://{user}@127.0.0.1:{}/{BENCH_DATABASE}?sslmode=disable",
-            self.port
+            self.0.port
         )
     }
 
     fn pid(&self) -> u32 {
-        self.child.id()
+        self.0.pid()
     }
-}
-
-impl Drop for PgBouncer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|rest| rest.split_whitespace().next().map(|uid| uid == "0"))
-        .unwrap_or(false)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -2,30 +2,8 @@
 //! server `make bench` starts (or DATABASE_URL names).
 
 use login_etl::store::MIGRATIONS;
-use tokio_postgres::{Client, NoTls};
-
-pub async fn connect(url: &str) -> Client {
-    let (client, connection) = tokio_postgres::connect(url, NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("cannot connect to the benchmark PostgreSQL: {e}"));
-    tokio::spawn(connection);
-    client
-}
-
-/// The server URL with another database (keeps the query string).
-pub fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = url.split_once('?').unwrap_or((url, ""));
-    let authority = base.find("://").map_or(0, |i| i + 3);
-    let path = base[authority..]
-        .find('/')
-        .map_or(base.len(), |i| authority + i);
-    let mut out = format!("{}/{database}", &base[..path]);
-    if !query.is_empty() {
-        out.push('?');
-        out.push_str(query);
-    }
-    out
-}
+// Shared with the tests (login-etl-test-support).
+pub use login_etl_test_support::database::{connect, with_database};
 
 /// `database` dropped if it exists, created and migrated; returns its URL.
 pub async fn fresh_database(server_url: &str, database: &str) -> String {

@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 
-use login_etl::batch::LoginRow;
+use login_etl_core::batch::LoginRow;
 // The store's own COPY: its columns, their types and each row's values.
 use login_etl::store::{
     copy_values, COPY_COLUMNS as COLUMNS, COPY_COLUMN_TYPES as TYPES, COPY_ROWS,
@@ -15,7 +15,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
 
 /// The key id the benchmark's Masker records (`MASKING_KEY_ID` unset).
-const MASK_KEY_ID: &str = login_etl::mask::DEFAULT_KEY_ID;
+const MASK_KEY_ID: &str = login_etl_core::mask::DEFAULT_KEY_ID;
 
 /// Streams rows through a prepared `COPY ... FROM STDIN (FORMAT binary)`; returns rows copied.
 async fn copy_rows<'a>(

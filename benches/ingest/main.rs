@@ -33,11 +33,11 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsMessage;
-use login_etl::batch::{plan_batch, LoginRow};
 use login_etl::config::DatabaseConfig;
 use login_etl::handler::Processor;
-use login_etl::mask::Masker;
 use login_etl::store::{Store, StoreOptions};
+use login_etl_core::batch::{plan_batch, LoginRow};
+use login_etl_core::mask::Masker;
 use time::OffsetDateTime;
 use tokio::time::Instant;
 use tokio_postgres::Client;

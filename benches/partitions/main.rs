@@ -24,8 +24,8 @@ use std::time::Duration;
 
 use login_etl::config::DatabaseConfig;
 use login_etl::handler::Processor;
-use login_etl::mask::Masker;
 use login_etl::store::{Store, StoreOptions, MIGRATIONS};
+use login_etl_core::mask::Masker;
 use tokio::time::Instant;
 use tokio_postgres::Client;
 

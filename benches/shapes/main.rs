@@ -44,8 +44,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
-use login_etl::batch::{plan_batch, LoginRow};
-use login_etl::mask::Masker;
+use login_etl_core::batch::{plan_batch, LoginRow};
+use login_etl_core::mask::Masker;
 use time::OffsetDateTime;
 use tokio::time::Instant;
 use tokio_postgres::Client;

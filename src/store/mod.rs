@@ -25,13 +25,13 @@ use std::sync::Mutex;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 
-use crate::batch::{Failure, KeyIds, LoginRow, FIFO_STOPPED};
 use crate::config::DatabaseConfig;
 pub use crate::config::StatementMode;
 pub use connection::connect_client;
 use connection::{Connection, Target};
 pub use errors::StoreError;
 use errors::{classify, describe, ErrorKind};
+use login_etl_core::batch::{Failure, KeyIds, LoginRow, FIFO_STOPPED};
 pub use sql::{COPY_COLUMNS, COPY_COLUMN_TYPES, COPY_ROWS, MIGRATIONS};
 pub use write::copy_values;
 use write::Attempt;

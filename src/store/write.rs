@@ -14,7 +14,7 @@ use tokio_postgres::Client;
 use super::connection::{Bulk, Connection, Statements, CANCEL_TIMEOUT};
 use super::sql::{begin_with_deadline, COPY_COLUMN_TYPES};
 use super::StoreError;
-use crate::batch::{KeyIds, LoginRow};
+use login_etl_core::batch::{KeyIds, LoginRow};
 
 /// Batches of at least this many rows (without the vault) go by COPY: below it the COPY's extra
 /// round trip costs more than its faster load saves (BENCHMARKS.md).

@@ -4,10 +4,10 @@
 
 use crate::common::*;
 use aws_lambda_events::event::sqs::SqsMessage;
-use login_etl::batch::{plan_batch, BatchError};
 use login_etl::handler::HandlerError;
-use login_etl::mask::Masker;
 use login_etl::store::{Store, StoreOptions};
+use login_etl_core::batch::{plan_batch, BatchError};
+use login_etl_core::mask::Masker;
 use serde_json::json;
 
 /// Comfortably above the size from which the store uses COPY.

@@ -9,10 +9,10 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use crate::common::*;
-use login_etl::batch::BatchOutcome;
 use login_etl::handler::Processor;
-use login_etl::mask::Masker;
-use login_etl::vault::RecoveryKey;
+use login_etl_core::batch::BatchOutcome;
+use login_etl_core::mask::Masker;
+use login_etl_core::vault::RecoveryKey;
 use tokio::sync::Barrier;
 
 const INSTANCES: usize = 8;

@@ -376,7 +376,7 @@ async fn fifo_groups_interleaved_in_a_batch_flow_independently() {
     let held_back: Vec<&str> = outcome
         .failures
         .iter()
-        .filter(|f| f.reason == login_etl::batch::FIFO_STOPPED)
+        .filter(|f| f.reason == login_etl_core::batch::FIFO_STOPPED)
         .map(|f| f.message_id.as_str())
         .collect();
     assert_eq!(held_back, ["g1-3", "g2-3"]);

@@ -4,10 +4,10 @@
 
 use crate::common::*;
 use aws_lambda_events::event::sqs::SqsMessage;
-use login_etl::batch::plan_batch;
-use login_etl::mask::Masker;
 use login_etl::store::{Store, StoreOptions, MIGRATIONS};
-use login_etl::vault::RecoveryKey;
+use login_etl_core::batch::plan_batch;
+use login_etl_core::mask::Masker;
+use login_etl_core::vault::RecoveryKey;
 use serde_json::json;
 use time::macros::date;
 use time::{Date, Duration, OffsetDateTime};

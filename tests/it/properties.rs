@@ -4,9 +4,9 @@
 use std::collections::BTreeSet;
 
 use aws_lambda_events::event::sqs::SqsMessage;
-use login_etl::batch::{plan_batch, BatchOutcome, Failure};
-use login_etl::login::LoginEvent;
-use login_etl::mask::Masker;
+use login_etl_core::batch::{plan_batch, BatchOutcome, Failure};
+use login_etl_core::login::LoginEvent;
+use login_etl_core::mask::Masker;
 use proptest::prelude::*;
 use time::macros::date;
 

@@ -3,9 +3,9 @@
 
 use crate::common::*;
 use login_etl::handler::Processor;
-use login_etl::mask::Masker;
-use login_etl::recovery::{recover, remask, RecoverError};
-use login_etl::vault::{OpenError, PiiKind, RecoveryKey};
+use login_etl_core::mask::Masker;
+use login_etl_core::vault::{OpenError, PiiKind, RecoveryKey};
+use login_etl_pii::recovery::{recover, remask, RecoverError};
 use serde_json::json;
 
 const OTHER_KEY: &str = "a-second-masking-key-for-rotation-tests-0123456789";

@@ -411,8 +411,8 @@ async fn with_the_vault_the_function_needs_only_the_grants_privacy_md_lists() {
     let db = TestDb::new().await;
     let role = format!("sealer_{}", db.name);
     let url = least_privileged_url(&db, &role, true).await;
-    let recovery = login_etl::vault::RecoveryKey::from_hex("r1", &"42".repeat(64)).unwrap();
-    let masker = login_etl::mask::Masker::new(KEY.as_bytes())
+    let recovery = login_etl_core::vault::RecoveryKey::from_hex("r1", &"42".repeat(64)).unwrap();
+    let masker = login_etl_core::mask::Masker::new(KEY.as_bytes())
         .unwrap()
         .with_recovery(recovery);
     let processor = processor_masking_with(DatabaseConfig::from_url(&url).unwrap(), masker).await;

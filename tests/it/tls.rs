@@ -339,7 +339,7 @@ fn botocore_token(host: &str, port: u16, user: &str, session_token: Option<&str>
     let python = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv-sam/bin/python");
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/scripts/rds_auth_token_reference.py"
+        "/tests/fixtures/rds_auth_token_reference.py"
     );
     let output = Command::new(python)
         .args([

@@ -10,7 +10,7 @@ use aws_sdk_sqs::types::{
     QueueAttributeName,
 };
 use aws_sdk_sqs::Client;
-use login_etl::login::LoginEvent;
+use login_etl_core::login::LoginEvent;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 

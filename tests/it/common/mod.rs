@@ -7,6 +7,10 @@ pub mod localstack;
 pub mod moto;
 pub mod pgbouncer;
 
+// What the benchmarks start too lives in login-etl-test-support.
+pub use login_etl_test_support::database::{connect, with_database};
+pub use login_etl_test_support::{hand_to_postgres_user, is_root};
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -15,8 +19,8 @@ use aws_lambda_events::event::sqs::SqsMessage;
 use hmac::{Hmac, KeyInit, Mac};
 use login_etl::config::DatabaseConfig;
 use login_etl::handler::Processor;
-use login_etl::mask::Masker;
 use login_etl::store::{StatementMode, Store, StoreOptions, MIGRATIONS};
+use login_etl_core::mask::Masker;
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -205,31 +209,6 @@ pub fn in_seconds(seconds: u64) -> Instant {
     Instant::now() + Duration::from_secs(seconds)
 }
 
-pub async fn connect(url: &str) -> Client {
-    let (client, connection) = tokio_postgres::connect(url, NoTls)
-        .await
-        .expect("connect to test PostgreSQL");
-    tokio::spawn(connection);
-    client
-}
-
-/// The same URL pointing at another database (and keeping its query string).
-pub fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let authority_end = base.find("://").map_or(0, |i| i + 3);
-    let path_start = base[authority_end..]
-        .find('/')
-        .map_or(base.len(), |i| authority_end + i);
-    let mut out = format!("{}/{database}", &base[..path_start]);
-    if let Some(query) = query {
-        out.push('?');
-        out.push_str(query);
-    }
-    out
-}
-
 /// HMAC-SHA256 computed here, apart from the crate's Masker, to check masks independently.
 pub fn expected_mask(canonical: &str) -> String {
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(KEY.as_bytes()).unwrap();
@@ -274,7 +253,7 @@ pub fn good_batch(prefix: &str, numbers: std::ops::Range<usize>) -> Vec<SqsMessa
 }
 
 /// The messageIds a batch answered as failed, from the response SQS would get.
-pub fn failed_ids(outcome: &login_etl::batch::BatchOutcome) -> Vec<String> {
+pub fn failed_ids(outcome: &login_etl_core::batch::BatchOutcome) -> Vec<String> {
     outcome
         .response()
         .batch_item_failures
@@ -479,27 +458,6 @@ impl Drop for PrivateServer {
     }
 }
 
-/// Run as root, hands `dir` to the `postgres` user, which the servers run as (PostgreSQL and
-/// PgBouncer refuse root) and which must own or write what is in it.
-pub fn hand_to_postgres_user(dir: &std::path::Path) {
-    if is_root() {
-        let status = std::process::Command::new("chown")
-            .args(["-R", "postgres"])
-            .arg(dir)
-            .status()
-            .unwrap();
-        assert!(status.success(), "chown -R postgres {}", dir.display());
-    }
-}
-
-pub fn is_root() -> bool {
-    std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
 /// Sends this test process's logs (at TRACE, through the function's own filter) to a file in
 /// `LOGIN_ETL_LOG_DIR`, which `make test` scans for PII after the suite. Without the variable,
 /// logs go nowhere unless `TEST_LOG` is set (then to stderr).
@@ -525,9 +483,21 @@ pub fn capture_logs() {
 }
 
 /// Runs the `login-etl-pii` tool on `db` with only `env` besides DATABASE_URL: (succeeded,
-/// stdout, stderr).
+/// stdout, stderr). The tool is a crate of its own (crates/pii), so its binary is the one beside
+/// this test binary's folder (`target/debug/deps/..`).
 pub fn pii_tool(db: &TestDb, env: &[(&str, &str)], args: &[&str]) -> (bool, String, String) {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_login-etl-pii"))
+    let exe = std::env::current_exe().unwrap();
+    let binary = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .unwrap()
+        .join("login-etl-pii");
+    assert!(
+        binary.exists(),
+        "{} is missing: build it with `cargo build -p login-etl-pii` (make test does)",
+        binary.display()
+    );
+    let output = std::process::Command::new(binary)
         .args(args)
         .env_clear()
         .env("DATABASE_URL", &db.url)

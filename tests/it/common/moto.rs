@@ -1,6 +1,6 @@
 //! moto's server (an AWS API emulator from PyPI; `make test` installs it into .venv-moto) on a
 //! free port, with IAM permissions enforced after the fixture's set-up calls, filled by
-//! `scripts/moto_secrets_fixture.py`; stopped when dropped.
+//! `tests/fixtures/moto_secrets_fixture.py`; stopped when dropped.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -46,7 +46,7 @@ impl SecretsManager {
             std::thread::sleep(Duration::from_millis(50));
         }
         let output = Command::new(format!("{ROOT}/.venv-moto/bin/python"))
-            .arg(format!("{ROOT}/scripts/moto_secrets_fixture.py"))
+            .arg(format!("{ROOT}/tests/fixtures/moto_secrets_fixture.py"))
             .args([&server.endpoint, database_url, masking_key])
             .output()
             .unwrap();
@@ -82,7 +82,7 @@ impl SecretsManager {
 /// The fixture's `CALLS`, read from the script so that the two cannot disagree.
 fn fixture_calls() -> usize {
     let script =
-        std::fs::read_to_string(format!("{ROOT}/scripts/moto_secrets_fixture.py")).unwrap();
+        std::fs::read_to_string(format!("{ROOT}/tests/fixtures/moto_secrets_fixture.py")).unwrap();
     script
         .lines()
         .find_map(|line| line.strip_prefix("CALLS = "))

@@ -1,117 +1,34 @@
-//! A real PgBouncer (Debian's package; `make test` installs it) in front of the test PostgreSQL,
-//! on a free port, stopped when dropped. Every database of the server is reachable through it,
-//! each a pool of its own.
+//! The shared PgBouncer (login-etl-test-support) in front of the test PostgreSQL, with the
+//! tests' own way to reach a `TestDb` through it.
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::ops::Deref;
 
-use super::{hand_to_postgres_user, is_root, server_port, url_through, TestDb};
+use login_etl::config::DatabaseConfig;
+pub use login_etl_test_support::pgbouncer::PoolMode;
 
-#[derive(Clone, Copy, Debug)]
-pub enum PoolMode {
-    /// A server connection per client for its whole session.
-    Session,
-    /// A server connection per transaction: clients share them, and session state leaks.
-    Transaction,
-}
+use super::{admin_url, url_through, TestDb};
 
-pub struct PgBouncer {
-    pub port: u16,
-    child: Child,
-    dir: PathBuf,
-}
+pub struct PgBouncer(login_etl_test_support::pgbouncer::PgBouncer);
 
 impl PgBouncer {
     /// At most `pool_size` server connections per database, whatever the number of clients.
     pub fn start(mode: PoolMode, pool_size: usize) -> PgBouncer {
-        let binary = "/usr/sbin/pgbouncer";
-        assert!(
-            std::path::Path::new(binary).exists(),
-            "{binary} is missing: `make test` installs Debian's pgbouncer package"
-        );
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = std::env::temp_dir().join(format!("login-etl-pgbouncer-{port}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mode = match mode {
-            PoolMode::Session => "session",
-            PoolMode::Transaction => "transaction",
-        };
-        // The test server trusts local connections, so PgBouncer does too (its users must
-        // still be listed). The admin console (database `pgbouncer`) lets a test RECONNECT.
-        std::fs::write(dir.join("users.txt"), "\"postgres\" \"\"\n").unwrap();
-        let ini = format!(
-            "[databases]\n\
-             * = host=127.0.0.1 port={upstream}\n\
-             [pgbouncer]\n\
-             listen_addr = 127.0.0.1\n\
-             listen_port = {port}\n\
-             unix_socket_dir =\n\
-             auth_type = trust\n\
-             auth_file = {dir}/users.txt\n\
-             admin_users = postgres\n\
-             pool_mode = {mode}\n\
-             default_pool_size = {pool_size}\n\
-             max_client_conn = 500\n\
-             logfile = {dir}/pgbouncer.log\n\
-             pidfile = {dir}/pgbouncer.pid\n",
-            upstream = server_port(),
-            dir = dir.display(),
-        );
-        std::fs::write(dir.join("pgbouncer.ini"), ini).unwrap();
-        // PgBouncer refuses to run as root, like PostgreSQL; `-u` makes it switch user itself, so
-        // that the child here is PgBouncer (and killing it stops it).
-        let mut command = Command::new(binary);
-        hand_to_postgres_user(&dir);
-        if is_root() {
-            command.args(["-u", "postgres"]);
-        }
-        let child = command
-            .arg(dir.join("pgbouncer.ini"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("pgbouncer starts");
-        let mut bouncer = PgBouncer { port, child, dir };
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return bouncer;
-            }
-            if let Ok(Some(status)) = bouncer.child.try_wait() {
-                panic!("pgbouncer exited ({status}): {}", bouncer.log());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("pgbouncer did not listen on port {port}: {}", bouncer.log());
+        let server = DatabaseConfig::from_url(&admin_url()).unwrap().connection;
+        PgBouncer(login_etl_test_support::pgbouncer::PgBouncer::start(
+            &server, mode, pool_size, None,
+        ))
     }
 
     /// `db`'s URL through the pooler.
     pub fn url_for(&self, db: &TestDb) -> String {
-        url_through(db, self.port)
-    }
-
-    /// PgBouncer's admin console, for commands such as `RECONNECT`.
-    pub fn admin_url(&self) -> String {
-        format!(
-            "postgres://postgres@127.0.0.1:{}/pgbouncer?sslmode=disable",
-            self.port
-        )
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("pgbouncer.log")).unwrap_or_default()
+        url_through(db, self.0.port)
     }
 }
 
-impl Drop for PgBouncer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+impl Deref for PgBouncer {
+    type Target = login_etl_test_support::pgbouncer::PgBouncer;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
     }
 }

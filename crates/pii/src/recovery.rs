@@ -10,8 +10,8 @@ use std::net::IpAddr;
 
 use tokio_postgres::{Client, GenericClient};
 
-use crate::mask::Masker;
-use crate::vault::{OpenError, PiiKind, RecoveryKey};
+use login_etl_core::mask::Masker;
+use login_etl_core::vault::{OpenError, PiiKind, RecoveryKey};
 
 /// One masked value and what became of the attempt to recover it.
 #[derive(Debug, Clone, PartialEq, Eq)]

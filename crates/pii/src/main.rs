@@ -8,11 +8,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use login_etl::config::{masking_key, recovery_key, ConfigError, DatabaseConfig, KeySlot};
-use login_etl::lifecycle::{forget, maintain_partitions, Person};
-use login_etl::mask::Masker;
-use login_etl::recovery::{masked_values_of_query, recover, remask};
 use login_etl::store::connect_client;
-use login_etl::vault::{PiiKind, RecoveryKey};
+use login_etl_core::mask::Masker;
+use login_etl_core::vault::{PiiKind, RecoveryKey};
+use login_etl_pii::lifecycle::{forget, maintain_partitions, Person};
+use login_etl_pii::recovery::{masked_values_of_query, recover, remask};
 use tokio::time::Instant;
 
 const USAGE: &str = "\

@@ -42,7 +42,7 @@ impl PiiKind {
 /// The recovery secret and its id (stored with every entry, so rotation knows which key to use).
 #[derive(Clone)]
 pub struct RecoveryKey {
-    pub(crate) id: String,
+    pub id: String,
     bytes: [u8; RECOVERY_KEY_BYTES],
 }
 

@@ -1,0 +1,13 @@
+//! login-etl's pure core: what happens to a batch between the SQS event and the rows, with no
+//! I/O. Cargo enforces it: this crate depends on no runtime, database driver or TLS library.
+//!
+//! [`record`] (the SQS envelope) -> [`login`] (parse and validate a body) -> [`mask`] and
+//! [`vault`] (HMAC masks, sealed values) -> [`batch`] (the plan, the rows, the outcome) ->
+//! [`metrics`] (the outcome as CloudWatch EMF). See ARCHITECTURE.md.
+
+pub mod batch;
+pub mod login;
+pub mod mask;
+pub mod metrics;
+pub mod record;
+pub mod vault;
