@@ -1,5 +1,5 @@
 -- user_logins partitioned by create_date, one partition a day, and what keeps it cheap to keep
--- data for a fixed time (see PRIVACY.md, "How long what is kept").
+-- data for a fixed time (see docs/privacy.md, "How long what is kept").
 --
 -- Why partitions: a consumer app writes tens of millions of rows a day. Dropping a day's
 -- partition ends its rows, its index entries and its share of vacuum at once; the same with one
@@ -7,7 +7,7 @@
 --
 -- Why by day: retention is counted in days, and a day of a large app is a partition of a few GB,
 -- a size vacuum and index builds handle well. A small deployment gets one small table a day,
--- which costs it nothing noticeable (BENCHMARKS.md measures both layouts).
+-- which costs it nothing noticeable (docs/benchmarks.md measures both layouts).
 --
 -- Why the project's own SQL rather than pg_partman: what is needed is three short functions
 -- (create days ahead, drop days past, move early arrivals out of the default partition), they
@@ -24,7 +24,7 @@ AS $$ SELECT 'user_logins_p' || to_char(day, 'YYYYMMDD') $$;
 -- how many it created. Rows of such a day that arrived before its partition wait in the default
 -- partition, and PostgreSQL refuses the new partition while they are there: they move first, in
 -- the same transaction, so none is ever missing or there twice. Writers of the default partition
--- wait meanwhile (a brief lock; BENCHMARKS.md, "Partitions").
+-- wait meanwhile (a brief lock; docs/benchmarks.md, "Partitions").
 CREATE OR REPLACE FUNCTION login_etl_create_partitions(first_day date, last_day date)
 RETURNS integer
 LANGUAGE plpgsql
@@ -131,7 +131,7 @@ CREATE INDEX IF NOT EXISTS pii_vault_last_seen ON pii_vault (last_seen);
 -- The upgrade: an unpartitioned user_logins (the take-home's table, or this project's before
 -- this migration) becomes the partitioned one, with its rows, in this transaction. The table is
 -- locked meanwhile, so writers wait (and time out into retries), never fail a message: apply it
--- with psql before deploying the version that needs it (README, "Upgrading to partitions").
+-- with psql before deploying the version that needs it (docs/database.md, "Upgrading to partitions").
 DO $$
 DECLARE
     grant_row record;

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make bench`: the benchmarks behind BENCHMARKS.md, in one command. It starts a durable
+# `make bench`: the benchmarks behind docs/benchmarks.md, in one command. It starts a durable
 # throw-away PostgreSQL (fsync and synchronous_commit on, unlike the tests' server) unless
 # DATABASE_URL is set, runs the criterion benchmark of the pure core, the end-to-end ingest
 # benchmark, the partitioned-against-unpartitioned table benchmark and the capacity benchmark

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Offline checks of localstack/, which needs Docker to run and so cannot run on our machines:
-the compose file parses and has the services the README promises, every host path it mounts
+the compose file parses and has the services docs/localstack.md promises, every host path it mounts
 exists (the zip only after `make build`, so it is not required), and the init hooks are what
 LocalStack runs: executable, with a shebang, and valid bash (`bash -n`).
 

@@ -1,4 +1,4 @@
-# Shared set-up for scripts/test.sh and scripts/demo.sh: source it, then call what you need.
+# Shared set-up for the scripts (test.sh, check.sh, demo.sh, demo-sqs.sh, bench.sh, bench_shapes.sh) and the Makefile: source it, then call what you need.
 # Everything installs into the repo (.venv*, ignored by git) so a fresh machine needs nothing else.
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

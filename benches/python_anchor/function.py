@@ -4,7 +4,7 @@ aws-lambda-powertools' BatchProcessor validates and masks each record (a record 
 reported in batchItemFailures), then one psycopg `executemany` with ON CONFLICT (message_id) DO
 NOTHING (the table's unique key is (message_id, create_date) since it is partitioned by day)
 writes the batch in a transaction on a connection opened at init. It writes the rows the
-Rust function writes (README.md, "What it does with a message"), so the benchmark can check both
+Rust function writes (docs/database.md, "From a message to a row"), so the benchmark can check both
 left the same table; a database error fails the whole batch, as the Rust function does.
 """
 

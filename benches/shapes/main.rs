@@ -58,7 +58,7 @@ use stats::{median, percentile_ms};
 const BINARY: &str = env!("CARGO_BIN_EXE_login-etl");
 const BENCH_DATABASE: &str = "login_etl_shapes";
 /// Lambda's arm64 price in us-east-1 (the first 7.5 billion GB-seconds a month), and per request.
-/// BENCHMARKS.md says where and when it was read.
+/// docs/benchmarks.md says where and when it was read.
 const PRICE_PER_GB_SECOND: f64 = 0.000_013_333_4;
 const PRICE_PER_REQUEST: f64 = 0.20 / 1e6;
 const WARM_UP_BATCHES: usize = 3;

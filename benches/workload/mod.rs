@@ -1,6 +1,6 @@
 //! A realistic, reproducible stream of SQS login events for the benchmarks.
 //!
-//! The mix follows the traffic README.md describes ("What it does with a message", "Sample
+//! The mix follows the traffic docs/database.md and docs/testing.md describe ("From a message to a row", "Sample
 //! events"): `locale` often null, `app_version` in every spelling producers use, mostly IPv4 with
 //! some IPv6, about 1% of messages that are not valid login events, and about 0.5% redeliveries
 //! (a messageId sent again, with its body). The shares are this benchmark's choice.

@@ -118,7 +118,7 @@ pub(super) fn schema_error(error: &tokio_postgres::Error) -> StoreError {
             describe(error)
         )),
         Some(code) if code == &SqlState::INSUFFICIENT_PRIVILEGE => StoreError::Schema(format!(
-            "the database role may not write ({}): GRANT SELECT, INSERT ON user_logins, user_logins_fallback_dates TO <role> (with RECOVERY_KEY also the grants on pii_vault in PRIVACY.md)",
+            "the database role may not write ({}): GRANT SELECT, INSERT ON user_logins, user_logins_fallback_dates TO <role> (with RECOVERY_KEY also the grants on pii_vault in docs/privacy.md)",
             describe(error)
         )),
         _ if classify(error) == ErrorKind::Transient => StoreError::Unavailable(describe(error)),

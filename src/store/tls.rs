@@ -13,7 +13,7 @@ use crate::config::{DatabaseConfig, RootCertificates, SslMode};
 #[derive(Clone)]
 pub(super) enum Tls {
     /// `sslmode=disable`. No connector at all: building native-tls's loads the system's CA
-    /// bundle whatever it is asked to trust (BENCHMARKS.md, "Cold start"), most of the cold
+    /// bundle whatever it is asked to trust (docs/benchmarks.md, "Cold start"), most of the cold
     /// start before connecting, for a connection that never negotiates TLS.
     Off,
     On(MakeTlsConnector),

@@ -17,7 +17,7 @@ use super::StoreError;
 use login_etl_core::batch::{KeyIds, LoginRow};
 
 /// Batches of at least this many rows (without the vault) go by COPY: below it the COPY's extra
-/// round trip costs more than its faster load saves (BENCHMARKS.md).
+/// round trip costs more than its faster load saves (docs/benchmarks.md).
 pub(super) const COPY_FROM_ROWS: usize = 100;
 
 /// Whether a COPY may write these rows: none needs its fallback date claimed, which only the
@@ -173,7 +173,7 @@ async fn insert_rows(
 ///
 /// The rows are planned whole before the COPY starts. Streaming each row into the COPY as it was
 /// planned saved the client's idle round trip, but at a third of a vCPU or less (Lambda's 128 to
-/// 512 MB) it was slower, 0.83x at 1,000 rows (BENCHMARKS.md, "Lambda shapes"), and was removed.
+/// 512 MB) it was slower, 0.83x at 1,000 rows (docs/benchmarks.md, "Lambda shapes"), and was removed.
 async fn copy_new_rows(
     client: &Client,
     Bulk { stored_ids, copy }: &Bulk,

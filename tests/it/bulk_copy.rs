@@ -1,4 +1,4 @@
-//! Large batches go by binary COPY instead of the INSERT (see BENCHMARKS.md); they must keep
+//! Large batches go by binary COPY instead of the INSERT (see docs/benchmarks.md); they must keep
 //! every promise of the INSERT path: the same rows, idempotency on messageId with new rows told
 //! from redeliveries, isolation of rows the database refuses, FIFO order.
 

@@ -317,18 +317,18 @@ async fn a_batch_of_ten_thousand_records_with_bad_rows_scattered() {
     assert_eq!(db.count().await, 9_996);
 }
 
-/// The function role's grants exactly as PRIVACY.md lists them (its `login_etl_writer` lines),
+/// The function role's grants exactly as docs/privacy.md lists them (its `login_etl_writer` lines),
 /// for `role`; the vault's only `with_vault`.
 fn documented_writer_grants(role: &str, with_vault: bool) -> String {
     let privacy =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/PRIVACY.md")).unwrap();
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/privacy.md")).unwrap();
     let grants: Vec<String> = privacy
         .lines()
         .filter(|line| line.starts_with("GRANT ") && line.contains("TO login_etl_writer;"))
         .filter(|line| with_vault || !line.contains("pii_vault"))
         .map(|line| line.replace("login_etl_writer", role))
         .collect();
-    assert!(!grants.is_empty(), "PRIVACY.md lists the writer's grants");
+    assert!(!grants.is_empty(), "docs/privacy.md lists the writer's grants");
     grants.join("\n")
 }
 

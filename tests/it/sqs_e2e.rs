@@ -6,7 +6,7 @@
 //! failures and the dead-letter queue are LocalStack's implementation, not ours. Each test has
 //! its own queues, database and function.
 //!
-//! Where LocalStack differs from AWS (README.md, "LocalStack"), the test says so: its mapping
+//! Where LocalStack differs from AWS (docs/localstack.md, docs/ESM.md), the test says so: its mapping
 //! re-serialises every message body, so what depends on a body's exact bytes is sent by a direct
 //! invoke; for a FIFO queue it invokes the function once per message group of a batch.
 

@@ -254,7 +254,7 @@ async fn verify_full_never_falls_back_to_plain_tcp() {
 
 /// With `sslmode=disable` the function builds no TLS connector, so it reads no certificate store
 /// before it connects (building native-tls's connector reads the system's whatever it is told to
-/// trust, most of the cold start, BENCHMARKS.md). `SSL_CERT_FILE` names a FIFO nobody writes to:
+/// trust, most of the cold start, docs/benchmarks.md). `SSL_CERT_FILE` names a FIFO nobody writes to:
 /// any read of the store blocks there. With `sslmode=prefer`, which needs the connector, the same
 /// start blocks, so the check can fail.
 #[tokio::test]

@@ -4,7 +4,7 @@
 //! body's MD5, the region, a map of all system attributes and one of the message attributes,
 //! each an allocation. The planner reads five of them. Deserializing a 1,000-record event into
 //! `SqsEvent` was most of what the deployed binary adds to the handler's time
-//! (BENCHMARKS.md, "The deployed binary against the in-process handler"), so the function
+//! (docs/benchmarks.md, "The deployed binary against the in-process handler"), so the function
 //! deserializes `LoginEvents`, which keeps only those five and skips the rest unparsed into
 //! values. Tests, the local event source mapping and the dead-letter tool keep using
 //! `SqsMessage`: the planner takes either, through `SqsRecord`.

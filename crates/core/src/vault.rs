@@ -5,7 +5,7 @@
 //! and a redelivery writes nothing new; it is also authenticated, so a wrong key fails loudly
 //! instead of yielding garbage. The kind and the masked value are bound in as associated data,
 //! so an entry cannot be moved to another masked value. Analysts hold neither key; the vault
-//! table is granted separately (PRIVACY.md).
+//! table is granted separately (docs/privacy.md).
 
 use std::fmt;
 

@@ -65,7 +65,7 @@ pub struct Forgotten {
 ///
 /// Without an index on the masked columns, finding rows by a masked value, and checking whether
 /// another row still uses one of theirs, reads the table once each: fine for the occasional
-/// request, see PRIVACY.md for frequent ones.
+/// request, see docs/privacy.md for frequent ones.
 pub async fn forget(
     client: &mut Client,
     person: &Person,

@@ -28,7 +28,7 @@ usage:
                                              drop days before the last N, create the next D (default 7)
 
 environment: DATABASE_URL (or PG*), RECOVERY_KEY, RECOVERY_KEY_ID, MASKING_KEY, MASKING_KEY_ID,
-MASKING_KEY_PREVIOUS, MASKING_KEY_PREVIOUS_ID (see PRIVACY.md)";
+MASKING_KEY_PREVIOUS, MASKING_KEY_PREVIOUS_ID (see docs/privacy.md)";
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
@@ -113,7 +113,7 @@ async fn forget_person(
         )
     })?;
     println!(
-        "deleted {} rows and {} vault entries; messages still in the queue or its DLQ hold raw bodies: purge them too (PRIVACY.md)",
+        "deleted {} rows and {} vault entries; messages still in the queue or its DLQ hold raw bodies: purge them too (docs/privacy.md)",
         forgotten.rows_deleted, forgotten.vault_entries_deleted
     );
     Ok(ExitCode::SUCCESS)
