@@ -17,5 +17,6 @@ pub mod metrics;
 pub mod record;
 pub mod recovery;
 pub mod secrets;
+pub mod shutdown;
 pub mod store;
 pub mod vault;

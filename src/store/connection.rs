@@ -23,11 +23,15 @@ use crate::config::DatabaseConfig;
 /// the invocation deadline rather than a timeout of the whole function.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long a cancel request may take; well inside the handler's deadline margin.
-pub(super) const CANCEL_TIMEOUT: Duration = Duration::from_millis(300);
+/// How long past the invocation deadline a write waits for the server's answer. The server ends
+/// the write itself at the deadline (the transaction's statement_timeout), so its answer comes
+/// a round trip later and says for certain that nothing was committed, and the connection stays
+/// usable. Well inside the 500 ms the handler keeps before Lambda's own deadline.
+pub(super) const SERVER_ANSWER_GRACE: Duration = Duration::from_millis(200);
 
-/// How long closing a connection may take: Lambda allows 500 ms for shutdown.
-const CLOSE_TIMEOUT: Duration = Duration::from_millis(200);
+/// How long closing a connection may take: Lambda allows 500 ms for shutdown, of which the
+/// drain takes up to 330 (`shutdown.rs`); the connections close at the same time.
+const CLOSE_TIMEOUT: Duration = Duration::from_millis(150);
 
 /// Where to connect and how: everything a reconnect needs.
 pub(super) struct Target {
@@ -151,6 +155,15 @@ impl Connection {
         }
     }
 
+    /// Drops the connection at once, its socket closed, with a write still unanswered: a write
+    /// that a pooler still queues is then never sent to the server, and one the server runs is
+    /// ended by its own statement_timeout, so nothing is left to cancel. Closing the socket is an
+    /// ordinary client disconnect for PgBouncer, unlike a cancel request cut short, which
+    /// crashes 1.18 (pgbouncer/pgbouncer#801, fixed by #846).
+    pub fn abandon(self) {
+        self.task.abort();
+    }
+
     /// Closes the connection the way the protocol says (a Terminate message), so the server ends
     /// its backend at once instead of when it notices the socket is gone.
     pub async fn close(self) {
@@ -159,24 +172,6 @@ impl Connection {
         drop(client);
         if tokio::time::timeout(CLOSE_TIMEOUT, task).await.is_err() {
             tracing::warn!("the database connection did not close in time");
-        }
-    }
-
-    /// Asks PostgreSQL to stop whatever this connection runs, bounded so it fits in the margin
-    /// kept before Lambda's deadline.
-    pub async fn cancel_running_statement(&self, tls: &Tls) {
-        let token = self.client.cancel_token();
-        let cancelling = async {
-            match tls {
-                Tls::Off => token.cancel_query(NoTls).await,
-                Tls::On(connector) => token.cancel_query(connector.clone()).await,
-            }
-        };
-        match tokio::time::timeout(CANCEL_TIMEOUT, cancelling).await {
-            Ok(Ok(())) => tracing::warn!("statement cancelled at the invocation deadline"),
-            _ => tracing::warn!(
-                "could not cancel the statement at the deadline; it may still commit"
-            ),
         }
     }
 }

@@ -120,15 +120,18 @@ impl Store {
         })
     }
 
-    /// Closes every idle connection, telling the server (so it keeps no orphaned backend), and
-    /// refuses writes from now on. For shutdown, when no write is running.
+    /// Closes every idle connection, telling the server (so it keeps no orphaned backend), all
+    /// at once, and refuses writes from now on. For shutdown, once the writes are done or have
+    /// given up.
     pub async fn close(&self) {
         self.permits.close();
         let idle = std::mem::take(&mut *self.idle_connections());
         let count = idle.len();
+        let mut closing = tokio::task::JoinSet::new();
         for connection in idle {
-            connection.close().await;
+            closing.spawn(connection.close());
         }
+        while closing.join_next().await.is_some() {}
         tracing::info!(connections = count, "database connections closed");
     }
 
@@ -275,10 +278,14 @@ impl Session<'_> {
                     report.already_stored += range.len() - inserted;
                 }
                 Err(Attempt::Deadline) => {
-                    // Ask the server to stop the statement. If it commits anyway, reporting the
-                    // rows failed is still safe: message_id makes the redelivered insert a no-op.
+                    // The server did not answer even its own statement_timeout in time (a pooler
+                    // still queueing the write, a network gone quiet). No cancel request: the
+                    // server-side deadline ends the statement anyway, and a cancel request cut
+                    // short crashes PgBouncer 1.18 (RELIABILITY.md, "Deadlines"). Should the
+                    // write commit after all, reporting its rows failed is safe: message_id makes
+                    // the redelivered insert a no-op.
                     if let Some(connection) = self.connection.take() {
-                        connection.cancel_running_statement(&self.target.tls).await;
+                        connection.abandon();
                     }
                     report
                         .failures

@@ -11,7 +11,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
-use super::connection::{Bulk, Connection, Statements, CANCEL_TIMEOUT};
+use super::connection::{Bulk, Connection, Statements, SERVER_ANSWER_GRACE};
 use super::sql::{begin_with_deadline, COPY_COLUMN_TYPES};
 use super::StoreError;
 use crate::batch::{KeyIds, LoginRow};
@@ -29,7 +29,7 @@ fn copyable(rows: &[LoginRow]) -> bool {
 /// How one attempt ended, when it did not succeed.
 pub(super) enum Attempt {
     Failed(tokio_postgres::Error),
-    /// The client stopped waiting at the deadline; the statement may still be running.
+    /// The server did not answer by the deadline and its grace; the statement may still run.
     Deadline,
     /// The server's statement_timeout (set to the deadline) aborted the statement: not committed.
     TimedOutOnServer,
@@ -64,11 +64,13 @@ impl Connection {
             let inserting = insert_rows(client, &self.statements, rows, key_ids);
             in_transaction(client, deadline, inserting).await
         };
-        match timeout_at(deadline, write).await {
+        // The server's statement_timeout ends the write at the deadline; its answer is awaited
+        // a little longer, so that the outcome is known and the connection kept.
+        match timeout_at(deadline + SERVER_ANSWER_GRACE, write).await {
             Err(_) => Err(Attempt::Deadline),
             // Ours fires at the deadline; one that comes sooner was someone else's.
             Ok(Err(e)) if e.code() == Some(&SqlState::QUERY_CANCELED) => {
-                if Instant::now() + CANCEL_TIMEOUT >= deadline {
+                if Instant::now() + SERVER_ANSWER_GRACE >= deadline {
                     Err(Attempt::TimedOutOnServer)
                 } else {
                     Err(Attempt::CancelledOnServer)

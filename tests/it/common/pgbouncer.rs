@@ -26,6 +26,11 @@ pub struct PgBouncer {
 impl PgBouncer {
     /// At most `pool_size` server connections per database, whatever the number of clients.
     pub fn start(mode: PoolMode, pool_size: usize) -> PgBouncer {
+        Self::start_in_front_of(server_port(), mode, pool_size)
+    }
+
+    /// `start`, in front of the server on `upstream` (a private one, or none at all).
+    pub fn start_in_front_of(upstream: u16, mode: PoolMode, pool_size: usize) -> PgBouncer {
         let binary = "/usr/sbin/pgbouncer";
         assert!(
             std::path::Path::new(binary).exists(),
@@ -60,7 +65,6 @@ impl PgBouncer {
              max_client_conn = 500\n\
              logfile = {dir}/pgbouncer.log\n\
              pidfile = {dir}/pgbouncer.pid\n",
-            upstream = server_port(),
             dir = dir.display(),
         );
         std::fs::write(dir.join("pgbouncer.ini"), ini).unwrap();
@@ -101,6 +105,11 @@ impl PgBouncer {
             "postgres://postgres@127.0.0.1:{}/pgbouncer?sslmode=disable",
             self.port
         )
+    }
+
+    /// PgBouncer has not exited (crashed) since it started.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     pub fn log(&self) -> String {
