@@ -17,11 +17,15 @@ use tokio::sync::{watch, Notify};
 pub const BUDGET: Duration = Duration::from_millis(500);
 
 /// How long invocations in flight at SIGTERM may go on to answer normally.
-pub const DRAIN: Duration = Duration::from_millis(250);
+pub const DRAIN: Duration = Duration::from_millis(200);
 
-/// How long those still running then have to answer that they gave up: their answer goes to the
-/// Runtime API after the handler returns, so this also lets lambda_runtime post it.
+/// How long those still running then have to stop.
 pub const GIVE_UP: Duration = Duration::from_millis(80);
+
+/// lambda_runtime posts an answer to the Runtime API after the handler returns, which this
+/// module cannot see: the time left for that before the connections close and the process
+/// exits. Drain, give up and this, with the connections' close (150 ms), fit in `BUDGET`.
+pub const POST_ANSWERS: Duration = Duration::from_millis(40);
 
 /// Invocations in flight, and whether the environment is shutting down.
 #[derive(Default)]
@@ -72,8 +76,9 @@ impl Lifecycle {
     }
 
     /// Stops taking invocations, lets those in flight answer for up to `DRAIN`, then makes the
-    /// rest give up and waits up to `GIVE_UP` for them. Returns how many answered in time and how
-    /// many gave up.
+    /// rest give up and waits up to `GIVE_UP` for them, and leaves lambda_runtime
+    /// `POST_ANSWERS` to post the answers. Returns how many answered in time and how many gave
+    /// up.
     pub async fn drain(&self) -> (usize, usize) {
         self.draining.store(true, Ordering::SeqCst);
         let at_start = self.in_flight.load(Ordering::SeqCst);
@@ -82,6 +87,9 @@ impl Lifecycle {
         if still_running > 0 {
             self.give_up.0.send_replace(true);
             self.until_idle(GIVE_UP).await;
+        }
+        if at_start > 0 {
+            tokio::time::sleep(POST_ANSWERS).await;
         }
         (at_start.saturating_sub(still_running), still_running)
     }

@@ -12,10 +12,11 @@ use tokio_postgres::{Client, NoTls, Socket, Statement};
 
 use super::errors::{connect_detail, connect_error, describe, schema_error};
 use super::sql::{
-    migration_script, COPY_ROWS, INSERT_ROWS, INSERT_ROWS_AND_VAULT, INSERT_ROWS_AND_VAULT_TYPES,
+    begin_with_deadline, migration_script, COPY_ROWS, INSERT_ROWS, INSERT_ROWS_AND_VAULT, INSERT_ROWS_AND_VAULT_TYPES,
     INSERT_ROWS_TYPES, STORED_IDS,
 };
 use super::tls::{self, Tls};
+use super::write::milliseconds_until;
 use super::{StatementMode, StoreError};
 use crate::config::DatabaseConfig;
 
@@ -30,7 +31,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub(super) const SERVER_ANSWER_GRACE: Duration = Duration::from_millis(200);
 
 /// How long closing a connection may take: Lambda allows 500 ms for shutdown, of which the
-/// drain takes up to 330 (`shutdown.rs`); the connections close at the same time.
+/// drain takes up to 320 (`shutdown.rs`); the connections close at the same time.
 const CLOSE_TIMEOUT: Duration = Duration::from_millis(150);
 
 /// Where to connect and how: everything a reconnect needs.
@@ -137,16 +138,25 @@ impl Connection {
             }
         }
         let checking = async {
-            let statements = statements_for(&client, target).await?;
+            // The prepares run in the check's transaction, under its server-side deadline: a
+            // prepare waits for a lock on the table as a write does, and must end at the
+            // deadline on the server too (and when the client is gone), not run on behind it.
+            let begin = begin_with_deadline(milliseconds_until(deadline));
+            let (begun, statements) = tokio::join!(
+                client.batch_execute(&begin),
+                statements_for(&client, target)
+            );
+            begun?;
+            let statements = statements?;
             let connection = Connection {
                 client,
                 statements,
                 task,
             };
-            connection.write_nothing(deadline).await?;
+            connection.write_nothing().await?;
             Ok(connection)
         };
-        match timeout_at(deadline, checking).await {
+        match timeout_at(deadline + SERVER_ANSWER_GRACE, checking).await {
             Err(_) => Err(StoreError::Unavailable(
                 "the schema check did not finish before the deadline".into(),
             )),

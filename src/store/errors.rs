@@ -120,7 +120,7 @@ pub(super) fn schema_error(error: &tokio_postgres::Error) -> StoreError {
             describe(error)
         )),
         Some(code) if code == &SqlState::UNDEFINED_FUNCTION => StoreError::Schema(format!(
-            "function login_etl_write_deadline is missing ({}): apply migrations/004_write_deadline.sql, or start the function once with AUTO_MIGRATE=true",
+            "function login_etl_write_deadline is missing ({}): apply migrations/*.sql in order (psql -f; at least migrations/004_write_deadline.sql), or start the function once with AUTO_MIGRATE=true",
             describe(error)
         )),
         Some(code) if code == &SqlState::INSUFFICIENT_PRIVILEGE => StoreError::Schema(format!(

@@ -29,7 +29,7 @@ use crate::batch::{Failure, KeyIds, LoginRow, FIFO_STOPPED};
 use crate::config::DatabaseConfig;
 pub use crate::config::StatementMode;
 pub use connection::connect_client;
-use connection::{Connection, Target};
+use connection::{Connection, Target, SERVER_ANSWER_GRACE};
 pub use errors::StoreError;
 use errors::{classify, describe, ErrorKind};
 pub use sql::{COPY_COLUMNS, COPY_COLUMN_TYPES, COPY_ROWS, MIGRATIONS};
@@ -207,7 +207,10 @@ impl Session<'_> {
             Ok(connection) => connection,
             // A connect or prepare that waits past the deadline (behind a lock on the table, as
             // a write would) ends like a write that does: the rows are reported, not the batch.
-            Err(_) if Instant::now() >= deadline => return Err(Attempt::Deadline),
+            // (The server's own timeout may answer a moment before the deadline.)
+            Err(_) if Instant::now() + SERVER_ANSWER_GRACE >= deadline => {
+                return Err(Attempt::Deadline)
+            }
             Err(e) => return Err(Attempt::Unreachable(e)),
         };
         connection.write_once(rows, key_ids, deadline).await

@@ -81,23 +81,19 @@ impl Connection {
         }
     }
 
-    /// A write of no rows, rolled back: the schema check, with the statements writes will use.
-    pub(super) async fn write_nothing(
-        &self,
-        deadline: Instant,
-    ) -> Result<(), tokio_postgres::Error> {
+    /// A write of no rows, rolled back: the end of the schema check, with the statements writes
+    /// will use, in the transaction `Connection::open` began with the deadline.
+    pub(super) async fn write_nothing(&self) -> Result<(), tokio_postgres::Error> {
         let key_ids = KeyIds {
             mask: String::new(),
             vault: self.statements.with_vault.then(String::new),
         };
         let client = &self.client;
-        let begin = begin_with_deadline(milliseconds_until(deadline));
-        let (begun, inserted, rolled_back) = tokio::join!(
-            client.batch_execute(&begin),
+        let (inserted, rolled_back) = tokio::join!(
             insert_rows(client, &self.statements, &[], &key_ids),
             client.batch_execute("ROLLBACK")
         );
-        begun.and(inserted).and(rolled_back)
+        inserted.and(rolled_back)
     }
 }
 
@@ -130,7 +126,7 @@ async fn in_transaction<T>(
 }
 
 /// What is left until `deadline`, in whole milliseconds, at least 1 (0 would mean no timeout).
-fn milliseconds_until(deadline: Instant) -> u128 {
+pub(super) fn milliseconds_until(deadline: Instant) -> u128 {
     deadline
         .saturating_duration_since(Instant::now())
         .as_millis()

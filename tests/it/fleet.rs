@@ -627,13 +627,21 @@ async fn sigterm_with_invocations_in_flight(release_after: Option<Duration>) {
             assert!(answer.to_string().contains("shutting down"), "{answer}");
         }
         // The server ends the abandoned writes although the lock is still held.
-        assert_eq!(
-            wait_for_backends(&db, 0, "pid <> pg_backend_pid() AND wait_event_type = 'Lock'")
-                .await,
-            0,
-            "{}",
-            tail(&log)
-        );
+        let left = wait_for_backends(&db, 0, "wait_event_type = 'Lock'").await;
+        let waiting = db
+            .client()
+            .await
+            .query(
+                "SELECT left(query, 60), backend_start::text, state FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .unwrap();
+        let waiting: Vec<(String, String, String)> = waiting
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        assert_eq!(left, 0, "{waiting:?}");
         blocker.batch_execute("COMMIT").await.unwrap();
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert_eq!(db.count().await, 1, "nothing committed after the process was gone");

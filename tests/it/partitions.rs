@@ -592,10 +592,8 @@ async fn a_deletion_racing_a_writer_of_the_same_value_keeps_the_entry_the_writer
         )
         .await
         .unwrap();
-    let writing = processor.process(
-        &[sqs_record("second", &login("u2", "10.7.7.7", "u2-phone"))],
-        in_seconds(10),
-    );
+    let second = [sqs_record("second", &login("u2", "10.7.7.7", "u2-phone"))];
+    let writing = processor.process(&second, in_seconds(10));
     let forgetting = async {
         // Once the writer's statement is done and its transaction is held open.
         let watcher = db.client().await;

@@ -258,7 +258,8 @@ fn runtime_api_without_extensions(upstream: u16) -> u16 {
                     return;
                 };
                 head.truncate(read);
-                if head.windows(22).any(|w| w == b" /2020-01-01/extension") {
+                // The path has the emulator's prefix: `/.rt/<function>/2020-01-01/extension/...`.
+                if head.windows(21).any(|w| w == b"/2020-01-01/extension") {
                     let _ = client.write_all(
                         b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
                     );
