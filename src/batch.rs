@@ -620,7 +620,10 @@ mod tests {
                 _ => SENT_TIMESTAMP_FORM,
             };
             assert!(reason.contains(rule), "{id}: {reason}");
-            assert!(!reason.contains(&day(0)[..6]), "{id} quotes its value: {reason}");
+            assert!(
+                !reason.contains(&day(0)[..6]),
+                "{id} quotes its value: {reason}"
+            );
         }
         assert_eq!(reasons.len(), 5);
         // Without a retention every past date is kept, as before.

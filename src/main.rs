@@ -131,7 +131,9 @@ async fn init_failed(error: lambda_runtime::Error) -> lambda_runtime::Error {
     let report = report_init_error(error_type, &message);
     match tokio::time::timeout(INIT_ERROR_TIMEOUT, report).await {
         Ok(Ok(())) => {}
-        Ok(Err(why)) => tracing::warn!(%why, "could not report the start-up failure to the Runtime API"),
+        Ok(Err(why)) => {
+            tracing::warn!(%why, "could not report the start-up failure to the Runtime API")
+        }
         Err(_) => tracing::warn!("the Runtime API did not take the start-up failure in time"),
     }
     error

@@ -122,7 +122,9 @@ impl From<Shaped<RawRecord>> for LoginRecord {
         let record = match record {
             Shaped::Absent => {
                 return LoginRecord {
-                    malformed: Some("the record is null; an SQS record (an object) was expected".into()),
+                    malformed: Some(
+                        "the record is null; an SQS record (an object) was expected".into(),
+                    ),
                     ..LoginRecord::default()
                 }
             }
@@ -140,7 +142,7 @@ impl From<Shaped<RawRecord>> for LoginRecord {
         let mut text = |path: &str, field: Text, rule: &str| -> Option<String> {
             match field {
                 Text::Absent => None,
-                Text::Text(text) => Some(text),
+                Text::String(text) => Some(text),
                 Text::Other(kind) => {
                     problems.push(format!("{path} is {kind}; {rule}"));
                     None
@@ -168,11 +170,7 @@ impl From<Shaped<RawRecord>> for LoginRecord {
                     raw.approximate_receive_count,
                     A_STRING,
                 ),
-                message_group_id: text(
-                    "attributes.MessageGroupId",
-                    raw.message_group_id,
-                    A_STRING,
-                ),
+                message_group_id: text("attributes.MessageGroupId", raw.message_group_id, A_STRING),
             },
         };
         LoginRecord {
@@ -190,7 +188,7 @@ impl From<Shaped<RawRecord>> for LoginRecord {
 enum Text {
     #[default]
     Absent,
-    Text(String),
+    String(String),
     Other(&'static str),
 }
 
@@ -240,10 +238,10 @@ impl<'de> Deserialize<'de> for Text {
                 f.write_str("any JSON value")
             }
             fn visit_str<E: de::Error>(self, text: &str) -> Result<Text, E> {
-                Ok(Text::Text(text.to_owned()))
+                Ok(Text::String(text.to_owned()))
             }
             fn visit_string<E: de::Error>(self, text: String) -> Result<Text, E> {
-                Ok(Text::Text(text))
+                Ok(Text::String(text))
             }
             fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Text, A::Error> {
                 while map
@@ -415,8 +413,7 @@ mod tests {
             ]}}"#
         );
         let events: LoginEvents = serde_json::from_str(&event).unwrap();
-        let malformed: Vec<Option<&str>> =
-            events.records.iter().map(|r| r.malformed()).collect();
+        let malformed: Vec<Option<&str>> = events.records.iter().map(|r| r.malformed()).collect();
         assert_eq!(
             malformed,
             [

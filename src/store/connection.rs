@@ -12,8 +12,8 @@ use tokio_postgres::{Client, NoTls, Socket, Statement};
 
 use super::errors::{connect_detail, connect_error, describe, schema_error};
 use super::sql::{
-    begin_with_deadline, migration_script, COPY_ROWS, INSERT_ROWS, INSERT_ROWS_AND_VAULT, INSERT_ROWS_AND_VAULT_TYPES,
-    INSERT_ROWS_TYPES, STORED_IDS,
+    begin_with_deadline, migration_script, COPY_ROWS, INSERT_ROWS, INSERT_ROWS_AND_VAULT,
+    INSERT_ROWS_AND_VAULT_TYPES, INSERT_ROWS_TYPES, STORED_IDS,
 };
 use super::tls::{self, Tls};
 use super::write::milliseconds_until;

@@ -495,7 +495,8 @@ async fn environments_reaching_the_deadline_at_once_leave_pgbouncer_serving() {
         .await;
         environments.push(std::sync::Arc::new(processor));
     }
-    let batch = |round: usize, instance: usize| good_batch(&format!("late-{round}-{instance}"), 0..5);
+    let batch =
+        |round: usize, instance: usize| good_batch(&format!("late-{round}-{instance}"), 0..5);
     for round in 0..ROUNDS {
         let blocker = db.lock_the_table().await;
         let deadline = tokio::time::Instant::now() + Duration::from_millis(800);
@@ -507,13 +508,19 @@ async fn environments_reaching_the_deadline_at_once_leave_pgbouncer_serving() {
             }));
         }
         for invocation in invocations {
-            let outcome = invocation
-                .await
-                .unwrap()
-                .unwrap_or_else(|e| panic!("round {round}: a whole batch failed: {e}"));
+            let outcome = invocation.await.unwrap().unwrap_or_else(|e| {
+                panic!(
+                    "round {round}: a whole batch failed (PgBouncer running: {}): {e}\n{}",
+                    bouncer.is_running(),
+                    tail(&bouncer.log())
+                )
+            });
             assert_eq!(failed_ids(&outcome).len(), 5, "round {round}");
             assert!(
-                outcome.failures.iter().all(|f| f.reason.contains("deadline")),
+                outcome
+                    .failures
+                    .iter()
+                    .all(|f| f.reason.contains("deadline")),
                 "round {round}: {:?}",
                 outcome.failures
             );
@@ -535,7 +542,11 @@ async fn environments_reaching_the_deadline_at_once_leave_pgbouncer_serving() {
             .unwrap();
         // A write PgBouncer handed to the server just before its client gave up may have
         // committed once the lock went: reported failed, it comes back as a duplicate.
-        assert!(retry.failures.is_empty(), "environment {instance}: {:?}", retry.failures);
+        assert!(
+            retry.failures.is_empty(),
+            "environment {instance}: {:?}",
+            retry.failures
+        );
         assert_eq!(retry.stored + retry.duplicates, 5, "environment {instance}");
     }
     assert!(bouncer.is_running(), "{}", tail(&bouncer.log()));
@@ -591,10 +602,12 @@ async fn sigterm_with_invocations_in_flight(release_after: Option<Duration>) {
     }
     let mut answers = Vec::new();
     for invocation in invocations {
-        let answer = invocation
-            .await
-            .unwrap()
-            .unwrap_or_else(|_| panic!("an invocation was never answered: {}", tail(&emulator.log())));
+        let answer = invocation.await.unwrap().unwrap_or_else(|_| {
+            panic!(
+                "an invocation was never answered: {}",
+                tail(&emulator.log())
+            )
+        });
         answers.push(answer);
     }
     while !emulator.function_processes().is_empty() {
@@ -644,10 +657,18 @@ async fn sigterm_with_invocations_in_flight(release_after: Option<Duration>) {
         assert_eq!(left, 0, "{waiting:?}");
         blocker.batch_execute("COMMIT").await.unwrap();
         tokio::time::sleep(Duration::from_millis(500)).await;
-        assert_eq!(db.count().await, 1, "nothing committed after the process was gone");
+        assert_eq!(
+            db.count().await,
+            1,
+            "nothing committed after the process was gone"
+        );
     }
     drop(blocker);
-    assert_eq!(wait_for_backends(&db, 0, "true").await, 0, "no backend left");
+    assert_eq!(
+        wait_for_backends(&db, 0, "true").await,
+        0,
+        "no backend left"
+    );
 }
 
 #[tokio::test]
@@ -674,9 +695,10 @@ async fn behind_pgbouncer_a_failing_server_login_is_named_in_the_error() {
     }
     drop(admin);
     let bouncer = PgBouncer::start_in_front_of(server.port, PoolMode::Transaction, 2);
-    let through = server
-        .url
-        .replace(&format!(":{}/", server.port), &format!(":{}/", bouncer.port));
+    let through = server.url.replace(
+        &format!(":{}/", server.port),
+        &format!(":{}/", bouncer.port),
+    );
     let config = || login_etl::config::DatabaseConfig::from_url(&through).unwrap();
     let warm = processor_with(
         config(),

@@ -177,7 +177,13 @@ async fn sent_timestamps_are_held_to_one_rule_record_by_record() {
         .expect("no record fails the whole batch");
     assert_eq!(
         failed_ids(&outcome),
-        ["plus-sign", "leading-space", "json-number", "in-a-week", "past-retention"]
+        [
+            "plus-sign",
+            "leading-space",
+            "json-number",
+            "in-a-week",
+            "past-retention"
+        ]
     );
     for failure in &outcome.failures {
         assert!(

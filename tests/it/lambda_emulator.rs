@@ -177,7 +177,10 @@ async fn a_malformed_envelope_fails_its_record_alone_and_quotes_no_value() {
     let log = emulator.log();
     assert!(log.contains("attributes is a string"), "{log}");
     for (what, text) in [("answer", &answer), ("answer", &refused), ("log", &log)] {
-        assert!(!text.contains("203.0.113.77"), "the {what} holds the value: {text}");
+        assert!(
+            !text.contains("203.0.113.77"),
+            "the {what} holds the value: {text}"
+        );
     }
 }
 
@@ -199,7 +202,12 @@ async fn without_the_extensions_api_the_function_serves_and_says_so_once() {
         let answer = emulator
             .invoke_over_http(&json!({ "Records": good_batch(&format!("no-ext-{round}"), 0..3) }))
             .await;
-        assert_eq!(answer, json!({ "batchItemFailures": [] }), "{}", emulator.log());
+        assert_eq!(
+            answer,
+            json!({ "batchItemFailures": [] }),
+            "{}",
+            emulator.log()
+        );
     }
     assert_eq!(db.count().await, 6);
     let log = emulator.log();
@@ -222,9 +230,12 @@ async fn a_failed_start_reaches_the_invoker_through_the_runtime_api() {
         .local_addr()
         .unwrap()
         .port();
-    let unreachable = format!("postgres://login_etl@127.0.0.1:{closed_port}/logins?sslmode=disable");
+    let unreachable =
+        format!("postgres://login_etl@127.0.0.1:{closed_port}/logins?sslmode=disable");
     let nowhere = format!("http://127.0.0.1:{closed_port}");
-    let cases: [(&[(&str, &str)], &str, &str); 3] = [
+    // (the function's variables, the errorType, what the message must name)
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+    let cases: [Case; 3] = [
         (
             &[("DATABASE_URL", &unreachable), ("MASKING_KEY", SHORT_KEY)],
             "Runtime.InvalidConfiguration",
@@ -233,7 +244,10 @@ async fn a_failed_start_reaches_the_invoker_through_the_runtime_api() {
         (
             &[
                 ("DATABASE_URL", &unreachable),
-                ("SECRET_ARN", "arn:aws:secretsmanager:us-east-1:000000000000:secret:login-etl"),
+                (
+                    "SECRET_ARN",
+                    "arn:aws:secretsmanager:us-east-1:000000000000:secret:login-etl",
+                ),
                 ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
                 ("AWS_SECRET_ACCESS_KEY", "not-a-real-secret-access-key"),
                 ("AWS_REGION", "us-east-1"),
@@ -255,7 +269,12 @@ async fn a_failed_start_reaches_the_invoker_through_the_runtime_api() {
             emulator.invoke_over_http(&json!({ "Records": good_batch("never", 0..1) })),
         )
         .await
-        .unwrap_or_else(|_| panic!("no answer: the start-up failure did not reach the invoker: {}", emulator.log()));
+        .unwrap_or_else(|_| {
+            panic!(
+                "no answer: the start-up failure did not reach the invoker: {}",
+                emulator.log()
+            )
+        });
         assert_eq!(answer["errorType"], error_type, "{answer}");
         let message = answer["errorMessage"].as_str().unwrap_or_default();
         assert!(message.contains(names), "{answer}");
