@@ -169,7 +169,7 @@ impl Connection {
     /// that a pooler still queues is then never sent to the server, and one the server runs is
     /// ended by its own statement_timeout, so nothing is left to cancel. Closing the socket is an
     /// ordinary client disconnect for PgBouncer, unlike a cancel request cut short, which
-    /// crashes 1.18 (pgbouncer/pgbouncer#801, fixed by #846).
+    /// crashes 1.18 (pgbouncer/pgbouncer#801).
     pub fn abandon(self) {
         self.task.abort();
     }
