@@ -124,6 +124,9 @@ pub struct Config {
     pub max_concurrency: usize,
     /// CloudWatch namespace of the per-batch EMF metrics (`METRICS_NAMESPACE`, default LoginEtl).
     pub metrics_namespace: String,
+    /// `RETAIN_DAYS`: the days the partition job keeps (its `--retain-days`); a message dated
+    /// before them is refused rather than stored and then deleted. Unset: no lower bound.
+    pub retain_days: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,6 +182,18 @@ impl Config {
             .map(|n| n.trim().to_owned())
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| "LoginEtl".to_owned());
+        let retain_days = match lookup("RETAIN_DAYS").as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(value) => match value.parse::<u32>() {
+                Ok(days) if days >= 1 => Some(days),
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        variable: "RETAIN_DAYS",
+                        why: "it must be a whole number of days of at least 1, the partition job's --retain-days".into(),
+                    })
+                }
+            },
+        };
         Ok(Config {
             database,
             masker,
@@ -186,6 +201,7 @@ impl Config {
             statement_mode,
             max_concurrency,
             metrics_namespace,
+            retain_days,
         })
     }
 }

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use tokio::time::Instant;
 
 use crate::store::{Store, StoreError};
-use login_etl_core::batch::{plan_batch, BatchError, BatchOutcome};
+use login_etl_core::batch::{plan_batch, BatchError, BatchOutcome, Dates};
 use login_etl_core::mask::Masker;
 use login_etl_core::metrics::Emf;
 use login_etl_core::record::{LoginEvents, SqsRecord};
@@ -22,6 +22,9 @@ const DEADLINE_MARGIN: Duration = Duration::from_millis(500);
 pub enum HandlerError {
     Batch(BatchError),
     Store(StoreError),
+    /// Lambda is ending the environment (SIGTERM): the invocation was refused, or gave up before
+    /// the kill.
+    ShuttingDown,
 }
 
 impl fmt::Display for HandlerError {
@@ -29,6 +32,10 @@ impl fmt::Display for HandlerError {
         match self {
             HandlerError::Batch(e) => write!(f, "batch not processed: {e}"),
             HandlerError::Store(e) => write!(f, "batch not processed, it will be retried: {e}"),
+            HandlerError::ShuttingDown => write!(
+                f,
+                "batch not processed, it will be retried: the execution environment is shutting down"
+            ),
         }
     }
 }
@@ -41,6 +48,7 @@ impl From<HandlerError> for lambda_runtime::Diagnostic {
             HandlerError::Batch(_) => "BatchError",
             HandlerError::Store(StoreError::Unavailable(_)) => "DatabaseUnavailable",
             HandlerError::Store(_) => "DatabaseError",
+            HandlerError::ShuttingDown => "ShuttingDown",
         };
         lambda_runtime::Diagnostic {
             error_type: error_type.into(),
@@ -55,6 +63,8 @@ pub struct Processor {
     store: Store,
     /// Where the per-batch EMF metrics line goes; `None` in tests and tools.
     metrics: Option<Emf>,
+    /// The days the partition job keeps (`RETAIN_DAYS`), if the function was told.
+    retain_days: Option<u32>,
 }
 
 impl Processor {
@@ -70,7 +80,14 @@ impl Processor {
             masker,
             store,
             metrics: None,
+            retain_days: None,
         }
+    }
+
+    /// Refuses messages dated before the `retain_days` days the partition job keeps.
+    pub fn with_retain_days(mut self, retain_days: Option<u32>) -> Self {
+        self.retain_days = retain_days;
+        self
     }
 
     /// Also prints one CloudWatch EMF metrics line per batch.
@@ -102,8 +119,8 @@ impl Processor {
         deadline: Instant,
     ) -> Result<BatchOutcome, HandlerError> {
         let started = Instant::now();
-        let today = OffsetDateTime::now_utc().date();
-        let plan = plan_batch(records, &self.masker, today).map_err(|e| {
+        let dates = Dates::keeping(OffsetDateTime::now_utc().date(), self.retain_days);
+        let plan = plan_batch(records, &self.masker, dates).map_err(|e| {
             tracing::error!(error = %e, "batch rejected");
             HandlerError::Batch(e)
         })?;

@@ -11,4 +11,5 @@ pub mod handler;
 pub mod iam_auth;
 pub mod logging;
 pub mod secrets;
+pub mod shutdown;
 pub mod store;

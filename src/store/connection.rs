@@ -12,10 +12,11 @@ use tokio_postgres::{Client, NoTls, Socket, Statement};
 
 use super::errors::{connect_detail, connect_error, describe, schema_error};
 use super::sql::{
-    migration_script, COPY_ROWS, INSERT_ROWS, INSERT_ROWS_AND_VAULT, INSERT_ROWS_AND_VAULT_TYPES,
-    INSERT_ROWS_TYPES, STORED_IDS,
+    begin_with_deadline, migration_script, COPY_ROWS, INSERT_ROWS, INSERT_ROWS_AND_VAULT,
+    INSERT_ROWS_AND_VAULT_TYPES, INSERT_ROWS_TYPES, STORED_IDS,
 };
 use super::tls::{self, Tls};
+use super::write::milliseconds_until;
 use super::{StatementMode, StoreError};
 use crate::config::DatabaseConfig;
 
@@ -23,11 +24,15 @@ use crate::config::DatabaseConfig;
 /// the invocation deadline rather than a timeout of the whole function.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long a cancel request may take; well inside the handler's deadline margin.
-pub(super) const CANCEL_TIMEOUT: Duration = Duration::from_millis(300);
+/// How long past the invocation deadline a write waits for the server's answer. The server ends
+/// the write itself at the deadline (the transaction's statement_timeout), so its answer comes
+/// a round trip later and says for certain that nothing was committed, and the connection stays
+/// usable. Well inside the 500 ms the handler keeps before Lambda's own deadline.
+pub(super) const SERVER_ANSWER_GRACE: Duration = Duration::from_millis(200);
 
-/// How long closing a connection may take: Lambda allows 500 ms for shutdown.
-const CLOSE_TIMEOUT: Duration = Duration::from_millis(200);
+/// How long closing a connection may take: Lambda allows 500 ms for shutdown, of which the
+/// drain takes up to 320 (`shutdown.rs`); the connections close at the same time.
+const CLOSE_TIMEOUT: Duration = Duration::from_millis(150);
 
 /// Where to connect and how: everything a reconnect needs.
 pub(super) struct Target {
@@ -133,22 +138,40 @@ impl Connection {
             }
         }
         let checking = async {
-            let statements = statements_for(&client, target).await?;
+            // The prepares run in the check's transaction, under its server-side deadline: a
+            // prepare waits for a lock on the table as a write does, and must end at the
+            // deadline on the server too (and when the client is gone), not run on behind it.
+            let begin = begin_with_deadline(milliseconds_until(deadline));
+            let (begun, statements) = tokio::join!(
+                client.batch_execute(&begin),
+                statements_for(&client, target)
+            );
+            begun?;
+            let statements = statements?;
             let connection = Connection {
                 client,
                 statements,
                 task,
             };
-            connection.write_nothing(deadline).await?;
+            connection.write_nothing().await?;
             Ok(connection)
         };
-        match timeout_at(deadline, checking).await {
+        match timeout_at(deadline + SERVER_ANSWER_GRACE, checking).await {
             Err(_) => Err(StoreError::Unavailable(
                 "the schema check did not finish before the deadline".into(),
             )),
             Ok(Err(e)) => Err(schema_error(&e)),
             Ok(Ok(connection)) => Ok(connection),
         }
+    }
+
+    /// Drops the connection at once, its socket closed, with a write still unanswered: a write
+    /// that a pooler still queues is then never sent to the server, and one the server runs is
+    /// ended by its own statement_timeout, so nothing is left to cancel. Closing the socket is an
+    /// ordinary client disconnect for PgBouncer, unlike a cancel request cut short, which
+    /// crashes 1.18 (pgbouncer/pgbouncer#801).
+    pub fn abandon(self) {
+        self.task.abort();
     }
 
     /// Closes the connection the way the protocol says (a Terminate message), so the server ends
@@ -159,24 +182,6 @@ impl Connection {
         drop(client);
         if tokio::time::timeout(CLOSE_TIMEOUT, task).await.is_err() {
             tracing::warn!("the database connection did not close in time");
-        }
-    }
-
-    /// Asks PostgreSQL to stop whatever this connection runs, bounded so it fits in the margin
-    /// kept before Lambda's deadline.
-    pub async fn cancel_running_statement(&self, tls: &Tls) {
-        let token = self.client.cancel_token();
-        let cancelling = async {
-            match tls {
-                Tls::Off => token.cancel_query(NoTls).await,
-                Tls::On(connector) => token.cancel_query(connector.clone()).await,
-            }
-        };
-        match tokio::time::timeout(CANCEL_TIMEOUT, cancelling).await {
-            Ok(Ok(())) => tracing::warn!("statement cancelled at the invocation deadline"),
-            _ => tracing::warn!(
-                "could not cancel the statement at the deadline; it may still commit"
-            ),
         }
     }
 }

@@ -75,6 +75,12 @@ pub(super) fn describe(error: &tokio_postgres::Error) -> String {
     match error.as_db_error() {
         Some(db) => {
             let mut text = format!("SQLSTATE {}", db.code().code());
+            // Connection errors (class 08) are about the link, never about a row: their message
+            // is what to act on, e.g. PgBouncer's "server login has been failing, try again
+            // later (server_login_retry)", which it sends as 08P01.
+            if db.code().code().starts_with("08") {
+                text.push_str(&format!(" ({})", db.message()));
+            }
             if let Some(column) = db.column() {
                 text.push_str(&format!(", column {column}"));
             }
@@ -114,7 +120,7 @@ pub(super) fn schema_error(error: &tokio_postgres::Error) -> StoreError {
             describe(error)
         )),
         Some(code) if code == &SqlState::UNDEFINED_FUNCTION => StoreError::Schema(format!(
-            "function login_etl_write_deadline is missing ({}): apply migrations/004_write_deadline.sql, or start the function once with AUTO_MIGRATE=true",
+            "function login_etl_write_deadline is missing ({}): apply migrations/*.sql in order (psql -f; at least migrations/004_write_deadline.sql), or start the function once with AUTO_MIGRATE=true",
             describe(error)
         )),
         Some(code) if code == &SqlState::INSUFFICIENT_PRIVILEGE => StoreError::Schema(format!(

@@ -28,7 +28,7 @@ use tokio::time::Instant;
 use crate::config::DatabaseConfig;
 pub use crate::config::StatementMode;
 pub use connection::connect_client;
-use connection::{Connection, Target};
+use connection::{Connection, Target, SERVER_ANSWER_GRACE};
 pub use errors::StoreError;
 use errors::{classify, describe, ErrorKind};
 use login_etl_core::batch::{Failure, KeyIds, LoginRow, FIFO_STOPPED};
@@ -120,15 +120,18 @@ impl Store {
         })
     }
 
-    /// Closes every idle connection, telling the server (so it keeps no orphaned backend), and
-    /// refuses writes from now on. For shutdown, when no write is running.
+    /// Closes every idle connection, telling the server (so it keeps no orphaned backend), all
+    /// at once, and refuses writes from now on. For shutdown, once the writes are done or have
+    /// given up.
     pub async fn close(&self) {
         self.permits.close();
         let idle = std::mem::take(&mut *self.idle_connections());
         let count = idle.len();
+        let mut closing = tokio::task::JoinSet::new();
         for connection in idle {
-            connection.close().await;
+            closing.spawn(connection.close());
         }
+        while closing.join_next().await.is_some() {}
         tracing::info!(connections = count, "database connections closed");
     }
 
@@ -204,7 +207,10 @@ impl Session<'_> {
             Ok(connection) => connection,
             // A connect or prepare that waits past the deadline (behind a lock on the table, as
             // a write would) ends like a write that does: the rows are reported, not the batch.
-            Err(_) if Instant::now() >= deadline => return Err(Attempt::Deadline),
+            // (The server's own timeout may answer a moment before the deadline.)
+            Err(_) if Instant::now() + SERVER_ANSWER_GRACE >= deadline => {
+                return Err(Attempt::Deadline)
+            }
             Err(e) => return Err(Attempt::Unreachable(e)),
         };
         connection.write_once(rows, key_ids, deadline).await
@@ -275,10 +281,14 @@ impl Session<'_> {
                     report.already_stored += range.len() - inserted;
                 }
                 Err(Attempt::Deadline) => {
-                    // Ask the server to stop the statement. If it commits anyway, reporting the
-                    // rows failed is still safe: message_id makes the redelivered insert a no-op.
+                    // The server did not answer even its own statement_timeout in time (a pooler
+                    // still queueing the write, a network gone quiet). No cancel request: the
+                    // server-side deadline ends the statement anyway, and a cancel request cut
+                    // short crashes PgBouncer 1.18 (docs/reliability.md, "Deadlines"). Should the
+                    // write commit after all, reporting its rows failed is safe: message_id makes
+                    // the redelivered insert a no-op.
                     if let Some(connection) = self.connection.take() {
-                        connection.cancel_running_statement(&self.target.tls).await;
+                        connection.abandon();
                     }
                     report
                         .failures

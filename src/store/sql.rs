@@ -73,6 +73,12 @@ pub const INSERT_ROWS: &str = concat!("WITH ", insert_rows!());
 /// data-modifying CTE that the main query does not read after the main query, so every writer
 /// locks rows first, then vault entries, each in one order.
 ///
+/// `kept` locks the entries that exist already, in the same order (`FOR KEY SHARE`: writers do
+/// not wait for each other, a deletion waits for them): `forget` (lifecycle.rs) locks an entry
+/// before it checks that no row uses it, so it sees this write's rows once it may delete, and
+/// cannot delete an entry a committed row needs. An entry `forget` deleted while this write waited
+/// is not in `kept`, so the write inserts it again.
+///
 /// `last_seen`, the latest create_date of the rows using an entry, is what retention deletes
 /// entries by (migration 005). An entry is updated only when a row of a later day uses it: once
 /// a day at most, so concurrent writers of a common value (a carrier's NAT address) do not queue
@@ -89,9 +95,16 @@ pub const INSERT_ROWS_AND_VAULT: &str = concat!(
     WHERE sealed IS NOT NULL
     ORDER BY masked, c DESC
 ),
+kept AS (
+    SELECT v.masked_value FROM pii_vault v
+    WHERE v.masked_value IN (SELECT masked FROM entries)
+    ORDER BY v.masked_value
+    FOR KEY SHARE
+),
 vault AS (
     INSERT INTO pii_vault (masked_value, kind, key_id, ciphertext, last_seen)
     SELECT masked, kind, $13::varchar, sealed, c FROM entries
+    WHERE masked NOT IN (SELECT masked_value FROM kept)
     ORDER BY masked
     ON CONFLICT (masked_value) DO NOTHING
 ),

@@ -11,7 +11,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
-use super::connection::{Bulk, Connection, Statements, CANCEL_TIMEOUT};
+use super::connection::{Bulk, Connection, Statements, SERVER_ANSWER_GRACE};
 use super::sql::{begin_with_deadline, COPY_COLUMN_TYPES};
 use super::StoreError;
 use login_etl_core::batch::{KeyIds, LoginRow};
@@ -29,7 +29,7 @@ fn copyable(rows: &[LoginRow]) -> bool {
 /// How one attempt ended, when it did not succeed.
 pub(super) enum Attempt {
     Failed(tokio_postgres::Error),
-    /// The client stopped waiting at the deadline; the statement may still be running.
+    /// The server did not answer by the deadline and its grace; the statement may still run.
     Deadline,
     /// The server's statement_timeout (set to the deadline) aborted the statement: not committed.
     TimedOutOnServer,
@@ -64,11 +64,13 @@ impl Connection {
             let inserting = insert_rows(client, &self.statements, rows, key_ids);
             in_transaction(client, deadline, inserting).await
         };
-        match timeout_at(deadline, write).await {
+        // The server's statement_timeout ends the write at the deadline; its answer is awaited
+        // a little longer, so that the outcome is known and the connection kept.
+        match timeout_at(deadline + SERVER_ANSWER_GRACE, write).await {
             Err(_) => Err(Attempt::Deadline),
             // Ours fires at the deadline; one that comes sooner was someone else's.
             Ok(Err(e)) if e.code() == Some(&SqlState::QUERY_CANCELED) => {
-                if Instant::now() + CANCEL_TIMEOUT >= deadline {
+                if Instant::now() + SERVER_ANSWER_GRACE >= deadline {
                     Err(Attempt::TimedOutOnServer)
                 } else {
                     Err(Attempt::CancelledOnServer)
@@ -79,23 +81,19 @@ impl Connection {
         }
     }
 
-    /// A write of no rows, rolled back: the schema check, with the statements writes will use.
-    pub(super) async fn write_nothing(
-        &self,
-        deadline: Instant,
-    ) -> Result<(), tokio_postgres::Error> {
+    /// A write of no rows, rolled back: the end of the schema check, with the statements writes
+    /// will use, in the transaction `Connection::open` began with the deadline.
+    pub(super) async fn write_nothing(&self) -> Result<(), tokio_postgres::Error> {
         let key_ids = KeyIds {
             mask: String::new(),
             vault: self.statements.with_vault.then(String::new),
         };
         let client = &self.client;
-        let begin = begin_with_deadline(milliseconds_until(deadline));
-        let (begun, inserted, rolled_back) = tokio::join!(
-            client.batch_execute(&begin),
+        let (inserted, rolled_back) = tokio::join!(
             insert_rows(client, &self.statements, &[], &key_ids),
             client.batch_execute("ROLLBACK")
         );
-        begun.and(inserted).and(rolled_back)
+        inserted.and(rolled_back)
     }
 }
 
@@ -128,7 +126,7 @@ async fn in_transaction<T>(
 }
 
 /// What is left until `deadline`, in whole milliseconds, at least 1 (0 would mean no timeout).
-fn milliseconds_until(deadline: Instant) -> u128 {
+pub(super) fn milliseconds_until(deadline: Instant) -> u128 {
     deadline
         .saturating_duration_since(Instant::now())
         .as_millis()

@@ -178,7 +178,7 @@ async fn a_large_batch_with_a_record_without_message_id_stores_nothing() {
     assert!(
         matches!(
             error,
-            HandlerError::Batch(BatchError::MissingMessageId { position }) if position == LARGE - 1
+            HandlerError::Batch(BatchError::MissingMessageId { position, .. }) if position == LARGE - 1
         ),
         "{error:?}"
     );

@@ -70,6 +70,7 @@ async fn run(fleet: Fleet) {
     let environments = Environments {
         instances: INSTANCES,
         max_concurrency: 1,
+        ..Environments::default()
     };
     let emulator = Emulator::start_with(&env, environments);
     let mut stored = BTreeSet::new();
@@ -231,6 +232,7 @@ async fn one_environment_serves_invocations_at_once_on_at_most_one_connection_ea
     let environments = Environments {
         instances: 1,
         max_concurrency: CONCURRENCY,
+        ..Environments::default()
     };
     let emulator = Emulator::start_with(
         &[("DATABASE_URL", db.url.as_str()), ("MASKING_KEY", KEY)],
@@ -468,4 +470,263 @@ fn statements_sent(server: &PrivateServer, prepared: &str) -> Vec<String> {
         }
     }
     statements
+}
+
+/// Issue 22, 1: eight environments behind PgBouncer in transaction mode (PREPARED_STATEMENTS=false,
+/// 3 server connections) reach the invocation deadline at once, with the table locked, round after
+/// round: three writes end on the server's statement_timeout, five still queue in PgBouncer. A
+/// client-side cancel request written and cut short crashed PgBouncer 1.18 (`disconnect_client():
+/// bad client state`) in 2 of 5 such runs; a deadline must cost only the rows it reports, so
+/// PgBouncer must still run and serve, and the redelivered messages must be stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn environments_reaching_the_deadline_at_once_leave_pgbouncer_serving() {
+    const ROUNDS: usize = 12;
+    let db = TestDb::new().await;
+    let mut bouncer = PgBouncer::start(PoolMode::Transaction, 3);
+    let config = login_etl::config::DatabaseConfig::from_url(&bouncer.url_for(&db)).unwrap();
+    let mut environments = Vec::new();
+    for _ in 0..INSTANCES {
+        let masker = login_etl_core::mask::Masker::new(KEY.as_bytes()).unwrap();
+        let processor = processor_with(
+            config.clone(),
+            masker,
+            login_etl::store::StatementMode::Unnamed,
+        )
+        .await;
+        environments.push(std::sync::Arc::new(processor));
+    }
+    let batch =
+        |round: usize, instance: usize| good_batch(&format!("late-{round}-{instance}"), 0..5);
+    for round in 0..ROUNDS {
+        let blocker = db.lock_the_table().await;
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(800);
+        let mut invocations = Vec::new();
+        for (instance, processor) in environments.iter().enumerate() {
+            let processor = std::sync::Arc::clone(processor);
+            invocations.push(tokio::spawn(async move {
+                processor.process(&batch(round, instance), deadline).await
+            }));
+        }
+        for invocation in invocations {
+            let outcome = invocation.await.unwrap().unwrap_or_else(|e| {
+                panic!(
+                    "round {round}: a whole batch failed (PgBouncer running: {}): {e}\n{}",
+                    bouncer.is_running(),
+                    tail(&bouncer.log())
+                )
+            });
+            assert_eq!(failed_ids(&outcome).len(), 5, "round {round}");
+            assert!(
+                outcome
+                    .failures
+                    .iter()
+                    .all(|f| f.reason.contains("deadline")),
+                "round {round}: {:?}",
+                outcome.failures
+            );
+        }
+        blocker.batch_execute("COMMIT").await.unwrap();
+        assert!(
+            bouncer.is_running(),
+            "PgBouncer died in round {round}: {}",
+            tail(&bouncer.log())
+        );
+    }
+    // Every client of the pooler, new or not, is served; the redeliveries are stored.
+    let other = connect(&bouncer.url_for(&db)).await;
+    other.simple_query("SELECT 1").await.unwrap();
+    for (instance, processor) in environments.iter().enumerate() {
+        let retry = processor
+            .process(&batch(0, instance), in_seconds(30))
+            .await
+            .unwrap();
+        // A write PgBouncer handed to the server just before its client gave up may have
+        // committed once the lock went: reported failed, it comes back as a duplicate.
+        assert!(
+            retry.failures.is_empty(),
+            "environment {instance}: {:?}",
+            retry.failures
+        );
+        assert_eq!(retry.stored + retry.duplicates, 5, "environment {instance}");
+    }
+    assert!(bouncer.is_running(), "{}", tail(&bouncer.log()));
+}
+
+/// Issue 22, 2: Lambda Managed Instances end an environment with SIGTERM while it serves
+/// invocations; the process used to exit at once with none answered, leaving their backends to
+/// commit later. Four invocations are in flight, two by the INSERT (10 records) and two by the
+/// COPY (150), all waiting for a lock, when SIGTERM comes. With the lock released 50 ms later
+/// they answer within the drain and their rows are stored; held past it, they give up and answer
+/// with an error (their batches come back whole), their backends end with the lock still held,
+/// and nothing is committed after the process is gone. Either way the process is gone well
+/// within the time Lambda allows (docs/reliability.md, "Shutdown").
+async fn sigterm_with_invocations_in_flight(release_after: Option<Duration>) {
+    const SIZES: [usize; 4] = [10, 150, 10, 150];
+    let db = TestDb::new().await;
+    let environments = Environments {
+        instances: 1,
+        max_concurrency: SIZES.len(),
+        ..Environments::default()
+    };
+    let emulator = Emulator::start_with(
+        &[("DATABASE_URL", db.url.as_str()), ("MASKING_KEY", KEY)],
+        environments,
+    );
+    let warm = json!({ "Records": good_batch("warm", 0..1) });
+    assert_eq!(
+        emulator.invoke_over_http(&warm).await,
+        json!({ "batchItemFailures": [] })
+    );
+    let blocker = db.lock_the_table().await;
+    let mut invocations = Vec::new();
+    for (i, size) in SIZES.into_iter().enumerate() {
+        let event = json!({ "Records": good_batch(&format!("in-flight-{i}"), 0..size) });
+        let url = emulator.url();
+        invocations.push(tokio::spawn(async move {
+            tokio::time::timeout(Duration::from_secs(30), invoke_over_http(&url, &event)).await
+        }));
+    }
+    assert_eq!(
+        wait_for_backends(&db, SIZES.len(), "wait_event_type = 'Lock'").await,
+        SIZES.len(),
+        "every invocation is writing: {}",
+        tail(&emulator.log())
+    );
+    let pids = emulator.function_processes();
+    assert_eq!(pids.len(), 1);
+    signal(pids[0], "TERM");
+    let sigterm = std::time::Instant::now();
+    if let Some(pause) = release_after {
+        tokio::time::sleep(pause).await;
+        blocker.batch_execute("COMMIT").await.unwrap();
+    }
+    let mut answers = Vec::new();
+    for invocation in invocations {
+        let answer = invocation.await.unwrap().unwrap_or_else(|_| {
+            panic!(
+                "an invocation was never answered: {}",
+                tail(&emulator.log())
+            )
+        });
+        answers.push(answer);
+    }
+    while !emulator.function_processes().is_empty() {
+        assert!(
+            sigterm.elapsed() < Duration::from_secs(3),
+            "the process still runs: {}",
+            tail(&emulator.log())
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let log = emulator.log();
+    let shut_down = log
+        .lines()
+        .find(|line| line.contains("shut down on SIGTERM"))
+        .unwrap_or_else(|| panic!("{}", tail(&log)));
+    let shutdown_ms: u64 = shut_down
+        .split("shutdown_ms=")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or_else(|| panic!("{shut_down}"));
+    assert!(shutdown_ms < 500, "{shut_down}");
+    if release_after.is_some() {
+        for answer in &answers {
+            assert_eq!(answer, &json!({ "batchItemFailures": [] }));
+        }
+        assert_eq!(db.count().await, 1 + SIZES.iter().sum::<usize>() as i64);
+    } else {
+        for answer in &answers {
+            assert!(answer.to_string().contains("shutting down"), "{answer}");
+        }
+        // The server ends the abandoned writes although the lock is still held.
+        let left = wait_for_backends(&db, 0, "wait_event_type = 'Lock'").await;
+        let waiting = db
+            .client()
+            .await
+            .query(
+                "SELECT left(query, 60), backend_start::text, state FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .unwrap();
+        let waiting: Vec<(String, String, String)> = waiting
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        assert_eq!(left, 0, "{waiting:?}");
+        blocker.batch_execute("COMMIT").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(
+            db.count().await,
+            1,
+            "nothing committed after the process was gone"
+        );
+    }
+    drop(blocker);
+    assert_eq!(
+        wait_for_backends(&db, 0, "true").await,
+        0,
+        "no backend left"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_lets_invocations_in_flight_on_both_write_paths_answer() {
+    sigterm_with_invocations_in_flight(Some(Duration::from_millis(50))).await;
+}
+
+#[tokio::test]
+async fn sigterm_makes_invocations_held_past_the_drain_give_up_and_leaves_nothing_to_commit() {
+    sigterm_with_invocations_in_flight(None).await;
+}
+
+/// Issue 22, 8: the server behind PgBouncer went away. Once a server login failed, PgBouncer
+/// refuses its clients for `server_login_retry` with SQLSTATE 08P01 and a message saying so; the
+/// function's error used to keep only `database unavailable: SQLSTATE 08P01`. It keeps the
+/// message (connection errors quote no row), at a cold start and in a warm environment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_pgbouncer_a_failing_server_login_is_named_in_the_error() {
+    const RETRY: &str = "server login has been failing, try again later (server_login_retry)";
+    let server = PrivateServer::start("");
+    let admin = connect(&server.url).await;
+    for sql in login_etl::store::MIGRATIONS {
+        admin.batch_execute(sql).await.unwrap();
+    }
+    drop(admin);
+    let bouncer = PgBouncer::start_in_front_of(server.port, PoolMode::Transaction, 2);
+    let through = server.url.replace(
+        &format!(":{}/", server.port),
+        &format!(":{}/", bouncer.port),
+    );
+    let config = || login_etl::config::DatabaseConfig::from_url(&through).unwrap();
+    let warm = processor_with(
+        config(),
+        login_etl_core::mask::Masker::new(KEY.as_bytes()).unwrap(),
+        login_etl::store::StatementMode::Unnamed,
+    )
+    .await;
+    server.pg_ctl(&["stop", "-m", "fast"]);
+    // A first client meets the failed server login (and then waits in PgBouncer's queue).
+    let first = connect(&through).await;
+    let waiting = tokio::spawn(async move { first.simple_query("SELECT 1").await.is_ok() });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let options = login_etl::store::StoreOptions {
+        statement_mode: login_etl::store::StatementMode::Unnamed,
+        ..Default::default()
+    };
+    let cold = login_etl::store::Store::connect(config(), options, in_seconds(10))
+        .await
+        .err()
+        .expect("no server to connect to")
+        .to_string();
+    assert!(cold.contains(RETRY), "{cold}");
+    let error = warm
+        .process(&good_batch("no-server", 0..3), in_seconds(10))
+        .await
+        .expect_err("no server to write to")
+        .to_string();
+    assert!(error.contains(RETRY), "{error}");
+    waiting.abort();
 }

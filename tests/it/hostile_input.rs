@@ -142,3 +142,57 @@ async fn every_hostile_body_ends_as_a_row_or_a_reported_failure() {
     // Exactly one place for every message.
     assert_eq!(stored.len() + outcome.failures.len(), records.len());
 }
+
+/// Issue 22, 7: one rule for SentTimestamp, whatever its form and date, applied per record: the
+/// digits SQS writes, dated no more than a day ahead of today (UTC) and, with RETAIN_DAYS, not
+/// before the days the partition job keeps. Before, `"+<ms>"` was accepted, `" <ms>"` refused,
+/// a JSON number failed the whole batch and any date was stored.
+#[tokio::test]
+async fn sent_timestamps_are_held_to_one_rule_record_by_record() {
+    let (db, processor) = TestDb::with_processor().await;
+    let processor = processor.with_retain_days(Some(30));
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    const DAY: i64 = 86_400_000;
+    let record = |id: &str, sent: serde_json::Value| {
+        json!({"messageId": id, "body": GOOD_BODY,
+               "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:login-queue",
+               "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": sent}})
+    };
+    let event = json!({"Records": [
+        record("now", json!(now_ms.to_string())),
+        record("plus-sign", json!(format!("+{now_ms}"))),
+        record("leading-space", json!(format!(" {now_ms}"))),
+        record("json-number", json!(now_ms)),
+        record("in-a-week", json!((now_ms + 7 * DAY).to_string())),
+        record("past-retention", json!((now_ms - 40 * DAY).to_string())),
+        record("within-retention", json!((now_ms - 20 * DAY).to_string())),
+    ]});
+    let events: login_etl_core::record::LoginEvents = serde_json::from_value(event).unwrap();
+    let outcome = processor
+        .process(&events.records, in_seconds(10))
+        .await
+        .expect("no record fails the whole batch");
+    assert_eq!(
+        failed_ids(&outcome),
+        [
+            "plus-sign",
+            "leading-space",
+            "json-number",
+            "in-a-week",
+            "past-retention"
+        ]
+    );
+    for failure in &outcome.failures {
+        assert!(
+            failure.reason.contains("SentTimestamp")
+                && !failure.reason.contains(&now_ms.to_string()[..8]),
+            "{}: {}",
+            failure.message_id,
+            failure.reason
+        );
+    }
+    assert_eq!(db.stored_message_ids().await, ["now", "within-retention"]);
+}

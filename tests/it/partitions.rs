@@ -565,3 +565,75 @@ async fn the_partition_job_gives_up_rather_than_stall_the_writers_behind_a_long_
     assert!(ok, "{stderr}");
     assert!(stdout.contains("1 dropped"), "{stdout}");
 }
+
+/// Issue 22, 6: `forget` runs while a writer stores a new row of another user with the same ip.
+/// The writer has written its row and looked its vault entries up, but not committed (a trigger
+/// holds its transaction open for a second), when `forget` deletes the first user's rows and the
+/// entries no row uses. Seen from forget's snapshot no row uses the shared ip's entry; committed,
+/// the writer's row does, and must stay recoverable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletion_racing_a_writer_of_the_same_value_keeps_the_entry_the_writer_needs() {
+    let db = TestDb::new().await;
+    let processor = processor_sealing(&db, KEY).await;
+    processor
+        .process(
+            &[sqs_record("first", &login("u1", "10.7.7.7", "u1-phone"))],
+            in_seconds(10),
+        )
+        .await
+        .unwrap();
+    db.client()
+        .await
+        .batch_execute(
+            "CREATE FUNCTION hold_the_commit() RETURNS trigger LANGUAGE plpgsql AS
+                 $$ BEGIN PERFORM pg_sleep(1); RETURN NULL; END $$;
+             CREATE TRIGGER hold_the_commit AFTER INSERT ON user_logins
+                 FOR EACH STATEMENT EXECUTE FUNCTION hold_the_commit();",
+        )
+        .await
+        .unwrap();
+    let second = [sqs_record("second", &login("u2", "10.7.7.7", "u2-phone"))];
+    let writing = processor.process(&second, in_seconds(10));
+    let forgetting = async {
+        // Once the writer's statement is done and its transaction is held open.
+        let watcher = db.client().await;
+        for _ in 0..100 {
+            let held: i64 = watcher
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if held > 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let mut client = db.client().await;
+        login_etl_pii::lifecycle::forget(
+            &mut client,
+            &login_etl_pii::lifecycle::Person::UserId("u1".into()),
+        )
+        .await
+        .unwrap()
+    };
+    let (written, forgotten) = tokio::join!(writing, forgetting);
+    assert_eq!(written.unwrap().stored, 1);
+    assert_eq!(forgotten.rows_deleted, 1);
+    let shared_ip = expected_mask("10.7.7.7");
+    let entries: i64 = db
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM pii_vault WHERE masked_value = $1",
+            &[&shared_ip],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(entries, 1, "the stored row's ip can still be recovered");
+    // u1's own device id is gone with u1's rows; u2's is there.
+    assert_eq!(db.count_of("pii_vault").await, 2);
+}

@@ -328,7 +328,10 @@ fn documented_writer_grants(role: &str, with_vault: bool) -> String {
         .filter(|line| with_vault || !line.contains("pii_vault"))
         .map(|line| line.replace("login_etl_writer", role))
         .collect();
-    assert!(!grants.is_empty(), "docs/privacy.md lists the writer's grants");
+    assert!(
+        !grants.is_empty(),
+        "docs/privacy.md lists the writer's grants"
+    );
     grants.join("\n")
 }
 

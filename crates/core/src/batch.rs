@@ -11,7 +11,7 @@ use time::{Date, OffsetDateTime};
 
 use crate::login::{LoginEvent, Rejection};
 use crate::mask::Masker;
-use crate::record::SqsRecord;
+use crate::record::{SqsRecord, SENT_TIMESTAMP_FORM};
 use crate::vault::PiiKind;
 
 /// One `user_logins` row, masked and ready to insert.
@@ -95,30 +95,78 @@ pub struct BatchPlan {
 /// A batch we cannot plan at all; the handler returns it as a function error.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BatchError {
-    MissingMessageId { position: usize },
+    /// `malformed`: why the record is not an SQS record at all, when that is why.
+    MissingMessageId {
+        position: usize,
+        malformed: Option<String>,
+    },
 }
 
 impl fmt::Display for BatchError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            BatchError::MissingMessageId { position } => write!(
-                f,
-                "record {position} of the batch has no messageId, so its failure could not be reported; \
-                 is the function invoked by an SQS event source mapping?"
-            ),
+            BatchError::MissingMessageId {
+                position,
+                malformed,
+            } => {
+                write!(f, "record {position} of the batch has no messageId")?;
+                if let Some(why) = malformed {
+                    write!(f, " ({why})")?;
+                }
+                write!(
+                    f,
+                    ", so its failure could not be reported; \
+                     is the function invoked by an SQS event source mapping?"
+                )
+            }
         }
     }
 }
 
 impl std::error::Error for BatchError {}
 
+/// The dates a row may be given: from today (UTC) back to `oldest` (the first day the partition
+/// job keeps, when the function is told its retention), and at most one day ahead.
+///
+/// A `SentTimestamp` outside them is refused as a permanent failure of its record: a row dated
+/// before retention would be counted as stored, deleted by the next partition job and stored
+/// again on a redelivery; one far ahead would stay in the default partition for ever. One day
+/// ahead allows for clocks that disagree; SQS itself only dates messages in the past.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dates {
+    pub today: Date,
+    pub oldest: Option<Date>,
+}
+
+impl Dates {
+    /// The dates kept by a partition job that keeps `retain_days` days (today and the days
+    /// before it, as `login-etl-pii partitions --retain-days`), or from any day without one.
+    pub fn keeping(today: Date, retain_days: Option<u32>) -> Self {
+        Dates {
+            today,
+            oldest: retain_days
+                .map(|days| today - time::Duration::days(i64::from(days.max(1)) - 1)),
+        }
+    }
+}
+
+impl From<Date> for Dates {
+    /// Any day up to tomorrow.
+    fn from(today: Date) -> Self {
+        Dates {
+            today,
+            oldest: None,
+        }
+    }
+}
+
 /// Parses, validates and masks every record of a batch.
 pub fn plan_batch<R: SqsRecord>(
     records: &[R],
     masker: &Masker,
-    today: Date,
+    dates: impl Into<Dates>,
 ) -> Result<BatchPlan, BatchError> {
-    Ok(Planner::new(records, masker, today)?.finish())
+    Ok(Planner::new(records, masker, dates.into())?.finish())
 }
 
 /// Plans a batch one record at a time.
@@ -127,7 +175,7 @@ struct Planner<'a, R> {
     /// The positions of `records` in the order they are planned (see `BatchPlan::rows`).
     order: Vec<usize>,
     masker: &'a Masker,
-    today: Date,
+    dates: Dates,
     seen: HashSet<&'a str>,
     /// On FIFO queues, the message groups with a failed message so far.
     failed_groups: HashSet<Option<&'a str>>,
@@ -137,9 +185,12 @@ struct Planner<'a, R> {
 impl<'a, R: SqsRecord> Planner<'a, R> {
     /// Fails, before anything is planned or written, when a record has no messageId: such a
     /// batch is refused as a whole.
-    fn new(records: &'a [R], masker: &'a Masker, today: Date) -> Result<Self, BatchError> {
+    fn new(records: &'a [R], masker: &'a Masker, dates: Dates) -> Result<Self, BatchError> {
         if let Some(position) = records.iter().position(|r| message_id_of(r).is_none()) {
-            return Err(BatchError::MissingMessageId { position });
+            return Err(BatchError::MissingMessageId {
+                position,
+                malformed: records[position].malformed().map(str::to_owned),
+            });
         }
         let fifo = records.first().is_some_and(is_fifo);
         let mut order: Vec<usize> = (0..records.len()).collect();
@@ -151,7 +202,7 @@ impl<'a, R: SqsRecord> Planner<'a, R> {
             records,
             order,
             masker,
-            today,
+            dates,
             seen: HashSet::with_capacity(records.len()),
             failed_groups: HashSet::new(),
             plan: BatchPlan {
@@ -196,7 +247,7 @@ impl<'a, R: SqsRecord> Planner<'a, R> {
             self.plan.invalid.push(fail(FIFO_STOPPED.to_owned()));
             return;
         }
-        match row_from(record, message_id, position, self.masker, self.today) {
+        match row_from(record, message_id, position, self.masker, self.dates) {
             Ok(row) => self.plan.rows.push(LoginRow {
                 message_group: group.map(str::to_owned),
                 ..row
@@ -238,8 +289,11 @@ fn row_from(
     message_id: &str,
     position: usize,
     masker: &Masker,
-    today: Date,
+    dates: Dates,
 ) -> Result<LoginRow, String> {
+    if let Some(malformed) = record.malformed() {
+        return Err(malformed.to_owned());
+    }
     // Bytes bound characters from above: count characters only for a long id.
     if message_id.len() > MESSAGE_ID_MAX_CHARS && message_id.chars().count() > MESSAGE_ID_MAX_CHARS
     {
@@ -249,7 +303,7 @@ fn row_from(
     }
     let body = record.body().unwrap_or("");
     let event = LoginEvent::parse(body).map_err(|r: Rejection| r.to_string())?;
-    let sent_date = sent_date(record)?;
+    let sent_date = sent_date(record, dates)?;
     let masked_ip = masker.mask_ip(event.ip);
     let masked_device_id = masker.mask_device_id(&event.device_id);
     Ok(LoginRow {
@@ -262,7 +316,7 @@ fn row_from(
         masked_device_id,
         locale: event.locale.map(|l| l.into_owned()),
         app_version: event.app_version.encoded(),
-        create_date: sent_date.unwrap_or(today),
+        create_date: sent_date.unwrap_or(dates.today),
         fallback_date: sent_date.is_none(),
         first_receive: first_receive(record),
         position,
@@ -273,16 +327,34 @@ fn row_from(
 
 /// The UTC date the message was first sent, so a redelivery yields the same row; None where SQS
 /// gave no `SentTimestamp` (hand-written events), and the row is dated today.
-fn sent_date(record: &impl SqsRecord) -> Result<Option<Date>, String> {
+///
+/// One rule for every form: the digits SQS writes and nothing else (no sign, space or
+/// fraction; a JSON number is refused when the event is read, `record.rs`), and a date within
+/// `dates`.
+fn sent_date(record: &impl SqsRecord, dates: Dates) -> Result<Option<Date>, String> {
     let Some(sent) = record.sent_timestamp() else {
         return Ok(None);
     };
-    let millis: i64 = sent
-        .parse()
-        .map_err(|_| "attribute SentTimestamp is not milliseconds since 1970".to_string())?;
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
-        .map(|t| Some(t.date()))
-        .map_err(|_| "attribute SentTimestamp is out of range".to_string())
+    let refused = || format!("attributes.SentTimestamp is refused: {SENT_TIMESTAMP_FORM}");
+    // 15 digits reach the year 33658: anything longer is not a date SQS could write.
+    if sent.is_empty() || sent.len() > 15 || !sent.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(refused());
+    }
+    let millis: i64 = sent.parse().map_err(|_| refused())?;
+    let date = OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
+        .map_err(|_| refused())?
+        .date();
+    if date > dates.today + time::Duration::days(1) {
+        return Err(
+            "attributes.SentTimestamp dates the message more than a day after today (UTC): refused, as its row would stay in the default partition".into(),
+        );
+    }
+    if dates.oldest.is_some_and(|oldest| date < oldest) {
+        return Err(
+            "attributes.SentTimestamp dates the message before the days kept (RETAIN_DAYS): refused, as the partition job would delete its row".into(),
+        );
+    }
+    Ok(Some(date))
 }
 
 /// The final tally of one batch; `failures` become the response, the counts the summary log line.
@@ -415,7 +487,7 @@ mod tests {
         let plan = plan_batch(&[m], &masker, TODAY).unwrap();
         assert_eq!(
             plan.invalid[0].reason,
-            "attribute SentTimestamp is not milliseconds since 1970"
+            format!("attributes.SentTimestamp is refused: {SENT_TIMESTAMP_FORM}")
         );
     }
 
@@ -496,7 +568,10 @@ mod tests {
         m.message_id = None;
         assert_eq!(
             plan_batch(&[message("a", GOOD), m], &masker(), TODAY).unwrap_err(),
-            BatchError::MissingMessageId { position: 1 }
+            BatchError::MissingMessageId {
+                position: 1,
+                malformed: None
+            }
         );
     }
 
@@ -508,5 +583,51 @@ mod tests {
             plan.invalid[0].reason,
             "messageId is longer than 128 characters"
         );
+    }
+
+    /// Issue 22, 7: one rule for every form of SentTimestamp and every date (`Dates`).
+    #[test]
+    fn sent_timestamps_outside_the_rule_fail_their_record_alone() {
+        let sent = |id: &str, value: &str| {
+            let mut m = message(id, GOOD);
+            m.attributes.insert("SentTimestamp".into(), value.into());
+            m
+        };
+        // 2026-11-25T00:00:00Z and days around it, in ms.
+        let day = |offset: i64| ((1_795_564_800 + offset * 86_400) * 1000).to_string();
+        let records = [
+            sent("today", &day(0)),
+            sent("tomorrow", &day(1)),
+            sent("in-two-days", &day(2)),
+            sent("plus", &format!("+{}", day(0))),
+            sent("space", &format!(" {}", day(0))),
+            sent("fraction", &format!("{}.5", day(0))),
+            sent("six-days-ago", &day(-6)),
+            sent("seven-days-ago", &day(-7)),
+        ];
+        let plan = plan_batch(&records, &masker(), Dates::keeping(TODAY, Some(7))).unwrap();
+        let stored: Vec<_> = plan.rows.iter().map(|r| r.message_id.as_str()).collect();
+        assert_eq!(stored, ["six-days-ago", "today", "tomorrow"]);
+        let reasons: Vec<(&str, &str)> = plan
+            .invalid
+            .iter()
+            .map(|f| (f.message_id.as_str(), f.reason.as_str()))
+            .collect();
+        for (id, reason) in &reasons {
+            let rule = match *id {
+                "in-two-days" => "more than a day after today",
+                "seven-days-ago" => "before the days kept (RETAIN_DAYS)",
+                _ => SENT_TIMESTAMP_FORM,
+            };
+            assert!(reason.contains(rule), "{id}: {reason}");
+            assert!(
+                !reason.contains(&day(0)[..6]),
+                "{id} quotes its value: {reason}"
+            );
+        }
+        assert_eq!(reasons.len(), 5);
+        // Without a retention every past date is kept, as before.
+        let old = plan_batch(&[sent("old", &day(-700))], &masker(), TODAY).unwrap();
+        assert_eq!(old.rows.len(), 1);
     }
 }

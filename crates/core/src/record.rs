@@ -10,6 +10,7 @@
 //! `SqsMessage`: the planner takes either, through `SqsRecord`.
 
 use aws_lambda_events::event::sqs::SqsMessage;
+use serde::de;
 use serde::Deserialize;
 
 /// The fields of an SQS record the planner reads.
@@ -22,6 +23,11 @@ pub trait SqsRecord: Sync {
     fn approximate_receive_count(&self) -> Option<&str>;
     /// `MessageGroupId`, on FIFO queues.
     fn message_group_id(&self) -> Option<&str>;
+    /// Why the record is not shaped as an SQS record (a path and the expected type, no value);
+    /// such a record fails alone.
+    fn malformed(&self) -> Option<&str> {
+        None
+    }
 }
 
 impl SqsRecord for SqsMessage {
@@ -48,45 +54,274 @@ impl SqsRecord for SqsMessage {
 }
 
 /// The SQS event as the function reads it: the records, with what the planner needs.
+///
+/// Decoding fails only when the event itself is not an object with a `Records` array. A record
+/// that is not an object, or a field of the wrong JSON type, decodes into a `LoginRecord` whose
+/// `malformed` names the path and what was expected, so that the record fails alone (as a
+/// malformed body does) and no error quotes the value: serde's own type errors do
+/// (`invalid type: string "203.0.113.77 ...", expected struct`), and lambda_runtime logs them at
+/// ERROR and returns them in the error response (issue 22).
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct LoginEvents {
-    #[serde(rename = "Records")]
+    #[serde(rename = "Records", deserialize_with = "records")]
     pub records: Vec<LoginRecord>,
 }
 
 /// One SQS record, keeping only what the planner reads; other fields are skipped.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(from = "Shaped<RawRecord>")]
 pub struct LoginRecord {
-    #[serde(default)]
     pub message_id: Option<String>,
-    #[serde(default)]
     pub body: Option<String>,
-    #[serde(default, rename = "eventSourceARN")]
     pub event_source_arn: Option<String>,
-    #[serde(default, deserialize_with = "null_as_default")]
     pub attributes: LoginRecordAttributes,
+    /// Why the record is not an SQS record as Lambda delivers them (its path and the expected
+    /// type, never the value); `None` when it is one.
+    pub malformed: Option<String>,
 }
 
 /// The system attributes the planner reads; SQS sends more, which are skipped.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
+#[derive(Debug, Clone, Default)]
 pub struct LoginRecordAttributes {
-    #[serde(default)]
     pub sent_timestamp: Option<String>,
-    #[serde(default)]
     pub approximate_receive_count: Option<String>,
-    #[serde(default)]
     pub message_group_id: Option<String>,
 }
 
-/// `"attributes": null` reads as none, as `SqsMessage` reads it.
-fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Default + Deserialize<'de>,
-{
-    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+/// How SQS writes `SentTimestamp`, the rule every other form is refused by.
+pub const SENT_TIMESTAMP_FORM: &str =
+    "it must be milliseconds since 1970 as a string of decimal digits, as SQS sends it";
+
+/// A record as it came, each field as it was shaped.
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawRecord {
+    #[serde(default)]
+    message_id: Text,
+    #[serde(default)]
+    body: Text,
+    #[serde(default, rename = "eventSourceARN")]
+    event_source_arn: Text,
+    #[serde(default)]
+    attributes: Shaped<RawAttributes>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawAttributes {
+    #[serde(default)]
+    sent_timestamp: Text,
+    #[serde(default)]
+    approximate_receive_count: Text,
+    #[serde(default)]
+    message_group_id: Text,
+}
+
+impl From<Shaped<RawRecord>> for LoginRecord {
+    fn from(record: Shaped<RawRecord>) -> Self {
+        let record = match record {
+            Shaped::Absent => {
+                return LoginRecord {
+                    malformed: Some(
+                        "the record is null; an SQS record (an object) was expected".into(),
+                    ),
+                    ..LoginRecord::default()
+                }
+            }
+            Shaped::Other(kind) => {
+                return LoginRecord {
+                    malformed: Some(format!(
+                        "the record is {kind}; an SQS record (an object) was expected"
+                    )),
+                    ..LoginRecord::default()
+                }
+            }
+            Shaped::Object(record) => record,
+        };
+        let mut problems: Vec<String> = Vec::new();
+        let mut text = |path: &str, field: Text, rule: &str| -> Option<String> {
+            match field {
+                Text::Absent => None,
+                Text::String(text) => Some(text),
+                Text::Other(kind) => {
+                    problems.push(format!("{path} is {kind}; {rule}"));
+                    None
+                }
+            }
+        };
+        const A_STRING: &str = "a string was expected";
+        let message_id = text("messageId", record.message_id, A_STRING);
+        let body = text("body", record.body, A_STRING);
+        let event_source_arn = text("eventSourceARN", record.event_source_arn, A_STRING);
+        let attributes = match record.attributes {
+            Shaped::Absent => LoginRecordAttributes::default(),
+            Shaped::Other(kind) => {
+                text("attributes", Text::Other(kind), "an object was expected");
+                LoginRecordAttributes::default()
+            }
+            Shaped::Object(raw) => LoginRecordAttributes {
+                sent_timestamp: text(
+                    "attributes.SentTimestamp",
+                    raw.sent_timestamp,
+                    SENT_TIMESTAMP_FORM,
+                ),
+                approximate_receive_count: text(
+                    "attributes.ApproximateReceiveCount",
+                    raw.approximate_receive_count,
+                    A_STRING,
+                ),
+                message_group_id: text("attributes.MessageGroupId", raw.message_group_id, A_STRING),
+            },
+        };
+        LoginRecord {
+            message_id,
+            body,
+            event_source_arn,
+            attributes,
+            malformed: (!problems.is_empty()).then(|| problems.join("; ")),
+        }
+    }
+}
+
+/// A JSON string, or what came instead; `null` and a missing field are `Absent`.
+#[derive(Default)]
+enum Text {
+    #[default]
+    Absent,
+    String(String),
+    Other(&'static str),
+}
+
+/// A JSON object decoded as `T`, or what came instead.
+#[derive(Default)]
+enum Shaped<T> {
+    #[default]
+    Absent,
+    Object(T),
+    Other(&'static str),
+}
+
+/// Reads past a value that is not of the expected shape, keeping only its kind.
+macro_rules! other_kinds {
+    ($other:path) => {
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok($other("a boolean"))
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Ok($other("a number"))
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Ok($other("a number"))
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Ok($other("a number"))
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+            Ok($other("an array"))
+        }
+    };
+}
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> de::Visitor<'de> for Visitor {
+            type Value = Text;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Text, E> {
+                Ok(Text::String(text.to_owned()))
+            }
+            fn visit_string<E: de::Error>(self, text: String) -> Result<Text, E> {
+                Ok(Text::String(text))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Text, A::Error> {
+                while map
+                    .next_entry::<de::IgnoredAny, de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(Text::Other("an object"))
+            }
+            other_kinds!(Text::Other);
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Shaped<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> de::Visitor<'de> for Visitor<T> {
+            type Value = Shaped<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Shaped<T>, E> {
+                Ok(Shaped::Other("a string"))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Shaped<T>, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map)).map(Shaped::Object)
+            }
+            other_kinds!(Shaped::Other);
+        }
+        deserializer.deserialize_any(Visitor(std::marker::PhantomData))
+    }
+}
+
+/// `Records`: an array, each element decoded on its own; anything else refuses the event, naming
+/// what came instead, never its value (serde's own `invalid type` error quotes a string).
+fn records<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<LoginRecord>, D::Error> {
+    struct Visitor;
+    fn refuse<E: de::Error>(kind: &str) -> E {
+        E::custom(format_args!(
+            "Records is {kind}; an array of SQS records was expected"
+        ))
+    }
+    impl<'de> de::Visitor<'de> for Visitor {
+        type Value = Vec<LoginRecord>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("Records, an array of SQS records")
+        }
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut records = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+            while let Some(record) = seq.next_element()? {
+                records.push(record);
+            }
+            Ok(records)
+        }
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            Err(refuse("a string"))
+        }
+        fn visit_map<A: de::MapAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+            Err(refuse("an object"))
+        }
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Err(refuse("a boolean"))
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Err(refuse("a number"))
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Err(refuse("a number"))
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Err(refuse("a number"))
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Err(refuse("null"))
+        }
+    }
+    deserializer.deserialize_any(Visitor)
 }
 
 impl SqsRecord for LoginRecord {
@@ -107,6 +342,9 @@ impl SqsRecord for LoginRecord {
     }
     fn message_group_id(&self) -> Option<&str> {
         self.attributes.message_group_id.as_deref()
+    }
+    fn malformed(&self) -> Option<&str> {
+        self.malformed.as_deref()
     }
 }
 
@@ -158,5 +396,44 @@ mod tests {
             ]
         );
         assert_eq!(fields(&lean.records[1]), [None; 6]);
+    }
+
+    /// Issue 22, 5: a record or a field of the wrong JSON type fails that record alone, with a
+    /// reason naming the path and the expected type, never the value.
+    #[test]
+    fn a_malformed_record_is_kept_with_a_reason_that_quotes_nothing() {
+        const VALUE: &str = "203.0.113.77 123-45-6789";
+        let event = format!(
+            r#"{{"Records": [
+                "{VALUE}",
+                {{"messageId": "m2", "body": "{{}}", "attributes": "{VALUE}"}},
+                {{"messageId": "m3", "body": "{{}}", "attributes": {{"SentTimestamp": 1700000000000}}}},
+                {{"messageId": "m4", "body": ["{VALUE}"], "attributes": {{"ApproximateReceiveCount": {{"x": "{VALUE}"}}}}}},
+                {{"messageId": "m5", "body": "{{}}", "attributes": {{"SentTimestamp": "1700000000000"}}}}
+            ]}}"#
+        );
+        let events: LoginEvents = serde_json::from_str(&event).unwrap();
+        let malformed: Vec<Option<&str>> = events.records.iter().map(|r| r.malformed()).collect();
+        assert_eq!(
+            malformed,
+            [
+                Some("the record is a string; an SQS record (an object) was expected"),
+                Some("attributes is a string; an object was expected"),
+                Some(&*format!("attributes.SentTimestamp is a number; {SENT_TIMESTAMP_FORM}")),
+                Some("body is an array; a string was expected; attributes.ApproximateReceiveCount is an object; a string was expected"),
+                None,
+            ]
+        );
+        assert_eq!(events.records[1].message_id(), Some("m2"));
+        for refused in [
+            format!(r#"{{"Records": "{VALUE}"}}"#),
+            format!(r#"{{"Records": {{"a": "{VALUE}"}}}}"#),
+        ] {
+            let error = serde_json::from_str::<LoginEvents>(&refused)
+                .unwrap_err()
+                .to_string();
+            assert!(error.starts_with("Records is"), "{error}");
+            assert!(!error.contains("203.0.113.77"), "{error}");
+        }
     }
 }

@@ -100,7 +100,19 @@ pub async fn forget(
             }
         }
     }
-    let their_values: Vec<String> = their_values.into_iter().collect();
+    let mut their_values: Vec<String> = their_values.into_iter().collect();
+    // A writer storing a new row with one of these values locks its entry (`FOR KEY SHARE`, in
+    // masked-value order, store/sql.rs) until it commits. Locking the entries first, in the same
+    // order, waits for such writers; the check below is a statement of its own, so it sees their
+    // rows, and an entry a stored row needs is never deleted.
+    their_values.sort_unstable();
+    transaction
+        .execute(
+            "SELECT 1 FROM pii_vault WHERE masked_value = ANY($1::varchar[])
+             ORDER BY masked_value FOR UPDATE",
+            &[&their_values],
+        )
+        .await?;
     let vault_entries_deleted = transaction
         .execute(
             "DELETE FROM pii_vault v

@@ -118,6 +118,11 @@ impl PgBouncer {
         )
     }
 
+    /// PgBouncer has not exited (crashed) since it started.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("pgbouncer.log")).unwrap_or_default()
     }

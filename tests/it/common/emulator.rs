@@ -23,6 +23,9 @@ pub struct Environments {
     pub instances: usize,
     /// `AWS_LAMBDA_MAX_CONCURRENCY` of each process, as Lambda Managed Instances set it.
     pub max_concurrency: usize,
+    /// The function reaches the emulator's Runtime API through a proxy that answers 404 to the
+    /// Extensions API, as a runtime or emulator without it does.
+    pub without_extensions_api: bool,
 }
 
 impl Default for Environments {
@@ -30,6 +33,7 @@ impl Default for Environments {
         Environments {
             instances: 1,
             max_concurrency: 1,
+            without_extensions_api: false,
         }
     }
 }
@@ -78,20 +82,40 @@ impl Emulator {
         for (name, value) in env {
             command.env(name, value);
         }
+        // The emulator sets AWS_LAMBDA_MAX_CONCURRENCY=1 and AWS_LAMBDA_RUNTIME_API for every
+        // process it starts; it runs the function with `cargo run`, so cargo's runner can set
+        // them as Lambda Managed Instances, or a runtime without the Extensions API, would. The
+        // emulator's Runtime API serves concurrent `next` requests.
+        let mut runner: Vec<String> = Vec::new();
         if environments.max_concurrency > 1 {
-            // The emulator sets AWS_LAMBDA_MAX_CONCURRENCY=1 for every process it starts; it
-            // runs the function with `cargo run`, so cargo's runner can set it as Lambda Managed
-            // Instances would. The emulator's Runtime API serves concurrent `next` requests.
+            runner.push(format!(
+                "export AWS_LAMBDA_MAX_CONCURRENCY={}",
+                environments.max_concurrency
+            ));
+        }
+        if environments.without_extensions_api {
+            let proxy = runtime_api_without_extensions(port);
+            runner.push(format!(
+                "export AWS_LAMBDA_RUNTIME_API=\"$(printf %s \"$AWS_LAMBDA_RUNTIME_API\" | sed 's/:{port}/:{proxy}/')\""
+            ));
+        }
+        if !runner.is_empty() {
+            let script = std::env::temp_dir().join(format!("login-etl-runner-{port}.sh"));
+            runner.insert(0, "#!/bin/sh".into());
+            runner.push("exec \"$@\"".into());
+            std::fs::write(&script, runner.join("\n") + "\n").unwrap();
+            std::fs::set_permissions(
+                &script,
+                <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
+            )
+            .unwrap();
             let triple = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
             command.env(
                 format!(
                     "CARGO_TARGET_{}_RUNNER",
                     triple.to_uppercase().replace('-', "_")
                 ),
-                format!(
-                    "env AWS_LAMBDA_MAX_CONCURRENCY={}",
-                    environments.max_concurrency
-                ),
+                &script,
             );
         }
         let child = command
@@ -215,6 +239,48 @@ impl Drop for Emulator {
             let _ = std::fs::remove_file(&self.log);
         }
     }
+}
+
+/// A proxy in front of the emulator's Runtime API on `upstream` that answers 404 to the
+/// Extensions API (`/2020-01-01/extension/...`) and passes everything else through; returns its
+/// port. It serves until the test process ends.
+fn runtime_api_without_extensions(upstream: u16) -> u16 {
+    use std::io::{Read, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut client = client;
+                // The request line is in the first read of a fresh connection.
+                let mut head = vec![0; 8192];
+                let Ok(read) = client.read(&mut head) else {
+                    return;
+                };
+                head.truncate(read);
+                // The path has the emulator's prefix: `/.rt/<function>/2020-01-01/extension/...`.
+                if head.windows(21).any(|w| w == b"/2020-01-01/extension") {
+                    let _ = client.write_all(
+                        b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                    );
+                    return;
+                }
+                let Ok(mut server) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else {
+                    return;
+                };
+                if server.write_all(&head).is_err() {
+                    return;
+                }
+                let (mut from_client, mut to_client) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from_client, &mut server);
+                });
+                let _ = std::io::copy(&mut to_client, &mut client);
+            });
+        }
+    });
+    port
 }
 
 fn log_dir() -> Option<PathBuf> {
