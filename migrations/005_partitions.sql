@@ -103,6 +103,12 @@ BEGIN
     -- the waiting drop: behind an analyst's hour-long query, ingestion would stall for an hour.
     -- Give up instead (nothing changes; run the job again later).
     PERFORM set_config('lock_timeout', '5s', true);
+    -- Every lock the job needs, first and at once: the parent and with it every partition. A
+    -- writer locks user_logins and its partitions (the lookup of stored ids reads them, the
+    -- insert writes one), so a job that took the default partition first and the parent after
+    -- (to attach, or to drop) deadlocked with writers now and then. Writers wait the few
+    -- milliseconds the job takes; behind a long query the job gives up, as above.
+    LOCK TABLE user_logins IN ACCESS EXCLUSIVE MODE;
     SELECT d.partitions_dropped, d.default_rows_deleted, d.vault_entries_deleted
     INTO partitions_dropped, default_rows_deleted, vault_entries_deleted
     FROM login_etl_drop_before(today - (retain_days - 1)) AS d;

@@ -166,6 +166,7 @@ const SET_BY_LAMBDA: &[&str] = &[
     "AWS_SECRET_ACCESS_KEY",    //
     "AWS_SESSION_TOKEN",        //
     "AWS_LAMBDA_FUNCTION_NAME", // the EMF metrics' FunctionName dimension
+    "AWS_LAMBDA_RUNTIME_API",   // the Runtime API's address: init errors, the shutdown extension
 ];
 
 /// Literals shaped like a variable name that are not one (none today). Add one here, with why,
