@@ -34,7 +34,7 @@ pub struct LoginRow {
     pub sealed_device_id: Option<Vec<u8>>,
     /// SQS delivers this message for the first time (`ApproximateReceiveCount` is 1), so it
     /// cannot be stored yet: the store skips looking its id up. Only a hint: should a message
-    /// be delivered twice at once, the unique index on message_id still keeps one row.
+    /// be delivered twice at once, the unique index on (message_id, create_date) still keeps one row.
     pub first_receive: bool,
     /// Where the message stands in the batch as delivered (the response keeps that order).
     pub position: usize,
