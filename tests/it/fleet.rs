@@ -229,21 +229,7 @@ async fn prepared_statements_behind_a_transaction_pooler_fail_naming_the_setting
 async fn one_environment_serves_invocations_at_once_on_at_most_one_connection_each() {
     const CONCURRENCY: usize = 4;
     let db = TestDb::new().await;
-    let environments = Environments {
-        instances: 1,
-        max_concurrency: CONCURRENCY,
-        ..Environments::default()
-    };
-    let emulator = Emulator::start_with(
-        &[("DATABASE_URL", db.url.as_str()), ("MASKING_KEY", KEY)],
-        environments,
-    );
-    // A first invocation starts the process, with its one connection.
-    let warm = json!({ "Records": good_batch("warm", 0..1) });
-    assert_eq!(
-        emulator.invoke_over_http(&warm).await,
-        json!({ "batchItemFailures": [] })
-    );
+    let emulator = warm_managed_instance(&db, CONCURRENCY).await;
     // With the table locked, the invocations pile up: each must be writing, on its own
     // connection, at the same time.
     let blocker = db.lock_the_table().await;
@@ -563,20 +549,7 @@ async fn environments_reaching_the_deadline_at_once_leave_pgbouncer_serving() {
 async fn sigterm_with_invocations_in_flight(release_after: Option<Duration>) {
     const SIZES: [usize; 4] = [10, 150, 10, 150];
     let db = TestDb::new().await;
-    let environments = Environments {
-        instances: 1,
-        max_concurrency: SIZES.len(),
-        ..Environments::default()
-    };
-    let emulator = Emulator::start_with(
-        &[("DATABASE_URL", db.url.as_str()), ("MASKING_KEY", KEY)],
-        environments,
-    );
-    let warm = json!({ "Records": good_batch("warm", 0..1) });
-    assert_eq!(
-        emulator.invoke_over_http(&warm).await,
-        json!({ "batchItemFailures": [] })
-    );
+    let emulator = warm_managed_instance(&db, SIZES.len()).await;
     let blocker = db.lock_the_table().await;
     let mut invocations = Vec::new();
     for (i, size) in SIZES.into_iter().enumerate() {
@@ -729,4 +702,25 @@ async fn behind_pgbouncer_a_failing_server_login_is_named_in_the_error() {
         .to_string();
     assert!(error.contains(RETRY), "{error}");
     waiting.abort();
+}
+
+/// One environment of the real binary serving `concurrency` invocations at once, as Lambda
+/// Managed Instances run it, started by a first invocation (the process and its first
+/// connection).
+async fn warm_managed_instance(db: &TestDb, concurrency: usize) -> Emulator {
+    let environments = Environments {
+        instances: 1,
+        max_concurrency: concurrency,
+        ..Environments::default()
+    };
+    let emulator = Emulator::start_with(
+        &[("DATABASE_URL", db.url.as_str()), ("MASKING_KEY", KEY)],
+        environments,
+    );
+    let warm = json!({ "Records": good_batch("warm", 0..1) });
+    assert_eq!(
+        emulator.invoke_over_http(&warm).await,
+        json!({ "batchItemFailures": [] })
+    );
+    emulator
 }

@@ -454,23 +454,15 @@ async fn a_bad_configuration_is_an_init_error_through_localstacks_api() {
 
 /// Runs `login-etl-dlq` on LocalStack's SQS: (success, stdout, stderr).
 fn dlq_tool(args: &[&str]) -> (bool, String, String) {
-    let exe = std::env::current_exe().unwrap();
-    let binary = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .unwrap()
-        .join("login-etl-dlq");
-    assert!(
-        binary.exists(),
-        "{} is missing: build it with `cargo build -p login-etl-dlq` (make test does)",
-        binary.display()
-    );
-    let output = Command::new(binary)
-        .args(["--endpoint-url", &localstack::endpoint()])
-        .args(args)
-        .envs(localstack::ENV.iter().copied())
-        .output()
-        .expect("login-etl-dlq runs");
+    let output = Command::new(built_binary(
+        "login-etl-dlq",
+        "cargo build -p login-etl-dlq",
+    ))
+    .args(["--endpoint-url", &localstack::endpoint()])
+    .args(args)
+    .envs(localstack::ENV.iter().copied())
+    .output()
+    .expect("login-etl-dlq runs");
     (
         output.status.success(),
         String::from_utf8_lossy(&output.stdout).into_owned(),

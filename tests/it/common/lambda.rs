@@ -42,20 +42,9 @@ pub fn arm64_zip() -> PathBuf {
     zip
 }
 
-/// The `login-etl` binary beside this test binary's folder (`target/debug/deps/..`).
+/// The debug build of the function.
 fn debug_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let binary = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .unwrap()
-        .join("login-etl");
-    assert!(
-        binary.exists(),
-        "{} is missing: `cargo build --bin login-etl` (make test does)",
-        binary.display()
-    );
-    binary
+    super::built_binary("login-etl", "cargo build --bin login-etl")
 }
 
 fn http() -> reqwest::Client {

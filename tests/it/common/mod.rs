@@ -482,21 +482,28 @@ pub fn capture_logs() {
     });
 }
 
-/// Runs the `login-etl-pii` tool on `db` with only `env` besides DATABASE_URL: (succeeded,
-/// stdout, stderr). The tool is a crate of its own (crates/pii), so its binary is the one beside
-/// this test binary's folder (`target/debug/deps/..`).
-pub fn pii_tool(db: &TestDb, env: &[(&str, &str)], args: &[&str]) -> (bool, String, String) {
+/// The binary `name` that `cargo build` put beside this test binary's folder
+/// (`target/debug/deps/..`): the function's, or a tool's of another workspace crate, which an
+/// integration test cannot name with `CARGO_BIN_EXE_*`. `build` says how to make it.
+pub fn built_binary(name: &str, build: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().unwrap();
     let binary = exe
         .parent()
         .and_then(|deps| deps.parent())
         .unwrap()
-        .join("login-etl-pii");
+        .join(name);
     assert!(
         binary.exists(),
-        "{} is missing: build it with `cargo build -p login-etl-pii` (make test does)",
+        "{} is missing: build it with `{build}` (make test does)",
         binary.display()
     );
+    binary
+}
+
+/// Runs the `login-etl-pii` tool on `db` with only `env` besides DATABASE_URL: (succeeded,
+/// stdout, stderr). The tool is a crate of its own (crates/pii).
+pub fn pii_tool(db: &TestDb, env: &[(&str, &str)], args: &[&str]) -> (bool, String, String) {
+    let binary = built_binary("login-etl-pii", "cargo build -p login-etl-pii");
     let output = std::process::Command::new(binary)
         .args(args)
         .env_clear()
