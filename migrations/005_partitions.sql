@@ -20,6 +20,20 @@ CREATE OR REPLACE FUNCTION login_etl_partition_name(day date) RETURNS text
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
 AS $$ SELECT 'user_logins_p' || to_char(day, 'YYYYMMDD') $$;
 
+-- Every lock a change of partitions needs, first and at once: the parent and with it every
+-- partition. A writer locks user_logins and then its partitions (the lookup of stored ids reads
+-- them, the insert writes one), so a change that took a partition first (the default one, to
+-- move rows out of it) and the parent after (to attach, or to drop) deadlocked with writers now
+-- and then. Writers wait the few milliseconds the change takes. Both functions below call it,
+-- so whoever calls them (the daily job, pg_cron, an operator in psql) is safe.
+CREATE OR REPLACE FUNCTION login_etl_lock_for_partitioning() RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    LOCK TABLE user_logins IN ACCESS EXCLUSIVE MODE;
+END
+$$;
+
 -- Creates the partitions of the days from first_day to last_day that do not exist yet; returns
 -- how many it created. Rows of such a day that arrived before its partition wait in the default
 -- partition, and PostgreSQL refuses the new partition while they are there: they move first, in
@@ -34,6 +48,7 @@ DECLARE
     partition text;
     created integer := 0;
 BEGIN
+    PERFORM login_etl_lock_for_partitioning();
     FOR day IN SELECT d::date FROM generate_series(first_day, last_day, interval '1 day') AS d LOOP
         partition := login_etl_partition_name(day);
         CONTINUE WHEN to_regclass(quote_ident(partition)) IS NOT NULL;
@@ -65,6 +80,7 @@ AS $$
 DECLARE
     partition text;
 BEGIN
+    PERFORM login_etl_lock_for_partitioning();
     partitions_dropped := 0;
     FOR partition IN
         SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
@@ -103,12 +119,6 @@ BEGIN
     -- the waiting drop: behind an analyst's hour-long query, ingestion would stall for an hour.
     -- Give up instead (nothing changes; run the job again later).
     PERFORM set_config('lock_timeout', '5s', true);
-    -- Every lock the job needs, first and at once: the parent and with it every partition. A
-    -- writer locks user_logins and its partitions (the lookup of stored ids reads them, the
-    -- insert writes one), so a job that took the default partition first and the parent after
-    -- (to attach, or to drop) deadlocked with writers now and then. Writers wait the few
-    -- milliseconds the job takes; behind a long query the job gives up, as above.
-    LOCK TABLE user_logins IN ACCESS EXCLUSIVE MODE;
     SELECT d.partitions_dropped, d.default_rows_deleted, d.vault_entries_deleted
     INTO partitions_dropped, default_rows_deleted, vault_entries_deleted
     FROM login_etl_drop_before(today - (retain_days - 1)) AS d;

@@ -26,6 +26,13 @@ const NOT_A_LOGIN: &str = r#"{"foo": "oops_wrong_msg_type", "bar": "123"}"#;
 /// Bound on anything that takes seconds; a test that reaches it fails and shows the function's log.
 const PATIENCE: Duration = Duration::from_secs(180);
 
+/// The visibility timeout of the queues whose tests count dead letters. A message whose
+/// invocation outlives it is received again, and each receive counts toward maxReceiveCount: with
+/// 2 s, an invocation slowed by the whole suite running on 2 cores sent a message that had been
+/// stored to the dead-letter queue. 5 s is far above any invocation seen here and keeps the way
+/// of a bad message to the dead-letter queue (maxReceiveCount times this) short.
+const VISIBILITY_SECS: u32 = 5;
+
 /// A valid login body, different for every `n`, in the shapes real traffic has.
 fn login_body(n: usize) -> String {
     let versions = ["2.3.0", "0.96", "2.00", "9.10", "3.7"];
@@ -135,8 +142,9 @@ async fn the_arm64_zip_turns_the_sample_stream_into_99_rows_and_one_dead_letter(
     );
     let db = TestDb::new().await;
     let function = function_on("login-etl-arm64", Code::Arm64Zip, &db.url).await;
-    // As deployed: a dead-letter queue (here after 2 receives); a short visibility timeout for speed.
-    let queue = TestQueue::standard("login-queue", 3, Some(2)).await;
+    // As deployed: a dead-letter queue (here after 2 receives); a visibility timeout far above
+    // an invocation under qemu on a loaded machine (see VISIBILITY_SECS).
+    let queue = TestQueue::standard("login-queue", 2 * VISIBILITY_SECS, Some(2)).await;
     let _mapping = Mapping::create(&queue, &function, MappingSettings::default()).await;
     let ids = queue.send_all(&bodies).await;
 
@@ -260,7 +268,7 @@ async fn every_valid_message_lands_once_when_postgres_drops_out_mid_stream() {
     let proxy = Proxy::start(server_port()).await;
     let function = function_on("login-outage", Code::DebugBinary, &proxy.url_for(&db)).await;
     // Three receives before the dead-letter queue: an outage must not send good messages there.
-    let queue = TestQueue::standard("login-outage", 2, Some(3)).await;
+    let queue = TestQueue::standard("login-outage", VISIBILITY_SECS, Some(3)).await;
     let _mapping = Mapping::create(&queue, &function, MappingSettings::default()).await;
 
     let mut sent = queue
@@ -289,15 +297,25 @@ async fn every_valid_message_lands_once_when_postgres_drops_out_mid_stream() {
 
     let bad = during.remove(10);
     sent.extend(during);
-    assert_eq!(db.stored_message_ids().await, sorted(sent));
-    assert_eq!(queue.dead_letters().await, [(bad, NOT_A_LOGIN.to_owned())]);
+    assert_eq!(
+        db.stored_message_ids().await,
+        sorted(sent),
+        "{}",
+        function.log()
+    );
+    assert_eq!(
+        queue.dead_letters().await,
+        [(bad, NOT_A_LOGIN.to_owned())],
+        "{}",
+        function.log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fifo_queue_keeps_each_group_in_order_and_a_failure_stops_only_its_own_group() {
     let db = TestDb::new().await;
     let function = function_on("login-fifo", Code::DebugBinary, &db.url).await;
-    let queue = TestQueue::fifo("login-fifo", 2, Some(2)).await;
+    let queue = TestQueue::fifo("login-fifo", VISIBILITY_SECS, Some(2)).await;
     // A1 B1 A2 B2 ... A5 B5, where B3 is not a login event.
     let mut names = Vec::new();
     let mut id_of = HashMap::new();
@@ -479,7 +497,7 @@ async fn dead_letters_are_explained_without_values_and_redriven_once_they_pass()
     let db = TestDb::new().await;
     db.refuse_banned_user().await;
     let function = function_on("login-dlq", Code::DebugBinary, &db.url).await;
-    let queue = TestQueue::standard("login-dlq", 2, Some(1)).await;
+    let queue = TestQueue::standard("login-dlq", VISIBILITY_SECS, Some(1)).await;
     let banned = json!({
         "user_id": "banned", "app_version": "2.3.0", "device_type": "ios",
         "ip": "203.0.113.9", "locale": "RU", "device_id": "123-45-6789"
