@@ -15,7 +15,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use login_etl_core::batch::plan_batch;
 use login_etl_core::login::LoginEvent;
 use login_etl_core::mask::Masker;
-use login_etl_core::record::LoginEvents;
+use login_etl_core::record::LeanSqsEvent;
 use time::macros::date;
 
 /// Records per benchmark iteration: a large SQS batch (Lambda allows up to 10,000).
@@ -38,7 +38,7 @@ fn core(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(3));
 
     // What the Lambda runtime does before the handler: the event's JSON into the records, as
-    // aws_lambda_events' SqsEvent (every field) and as the function's LoginEvents (what the
+    // aws_lambda_events' SqsEvent (every field) and as the function's LeanSqsEvent (what the
     // planner reads); the ratio of the two is the saving.
     let event = serde_json::to_vec(&serde_json::json!({ "Records": records })).unwrap();
     group.throughput(Throughput::Elements(records.len() as u64));
@@ -46,8 +46,8 @@ fn core(c: &mut Criterion) {
         b.iter(|| serde_json::from_slice::<SqsEvent>(black_box(&event)).unwrap())
     });
     group.bench_function(
-        "deserialize the event: LoginEvents (what the planner reads)",
-        |b| b.iter(|| serde_json::from_slice::<LoginEvents>(black_box(&event)).unwrap()),
+        "deserialize the event: LeanSqsEvent (what the planner reads)",
+        |b| b.iter(|| serde_json::from_slice::<LeanSqsEvent>(black_box(&event)).unwrap()),
     );
 
     group.bench_function(

@@ -15,7 +15,46 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::config::ConfigError;
+/// A setting an AWS call needs that the environment does not hold (Lambda sets them all); the
+/// caller says what needed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MissingSetting {
+    pub variable: &'static str,
+}
+
+/// Why an AWS call failed. It never holds a credential, a signature or a request's body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AwsError {
+    /// The endpoint is not an `http://` or `https://` URL with a host.
+    Endpoint { endpoint: String, why: String },
+    /// The signer refused the request.
+    Signing(String),
+    /// No TCP connection to the endpoint.
+    Connect { endpoint: String, why: String },
+    /// The TLS handshake with the endpoint failed.
+    Tls { endpoint: String, why: String },
+    /// The HTTP exchange failed after connecting.
+    Http { endpoint: String, why: String },
+    /// No answer within the time a call at start may take.
+    Timeout { endpoint: String, after: Duration },
+}
+
+impl fmt::Display for AwsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AwsError::Endpoint { endpoint, why } => write!(f, "endpoint {endpoint}: {why}"),
+            AwsError::Signing(why) => write!(f, "cannot sign the request: {why}"),
+            AwsError::Connect { endpoint, why } => write!(f, "cannot connect to {endpoint}: {why}"),
+            AwsError::Tls { endpoint, why } => write!(f, "TLS with {endpoint}: {why}"),
+            AwsError::Http { endpoint, why } => write!(f, "{endpoint}: {why}"),
+            AwsError::Timeout { endpoint, after } => {
+                write!(f, "no answer from {endpoint} within {after:?}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for AwsError {}
 
 /// The credentials of the function's role, as Lambda sets them; never printed.
 #[derive(Clone)]
@@ -47,19 +86,12 @@ impl AwsCredentials {
         }
     }
 
-    /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and (optional) `AWS_SESSION_TOKEN`;
-    /// `needed_for` says what asked for them, for the error.
-    pub fn from_lookup(
-        lookup: &impl Fn(&str) -> Option<String>,
-        needed_for: &'static str,
-    ) -> Result<Self, ConfigError> {
-        let get = |name: &'static str| {
-            lookup(name)
+    /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and (optional) `AWS_SESSION_TOKEN`.
+    pub fn from_lookup(lookup: &impl Fn(&str) -> Option<String>) -> Result<Self, MissingSetting> {
+        let get = |variable: &'static str| {
+            lookup(variable)
                 .filter(|v| !v.is_empty())
-                .ok_or(ConfigError::Missing {
-                    variable: name,
-                    hint: needed_for,
-                })
+                .ok_or(MissingSetting { variable })
         };
         Ok(AwsCredentials {
             access_key_id: get("AWS_ACCESS_KEY_ID")?,
@@ -80,16 +112,12 @@ impl AwsCredentials {
     }
 }
 
-/// `AWS_REGION` (Lambda sets it), for `needed_for`.
-pub fn region(
-    lookup: &impl Fn(&str) -> Option<String>,
-    needed_for: &'static str,
-) -> Result<String, ConfigError> {
+/// `AWS_REGION` (Lambda sets it).
+pub fn region(lookup: &impl Fn(&str) -> Option<String>) -> Result<String, MissingSetting> {
     lookup("AWS_REGION")
         .filter(|r| !r.is_empty())
-        .ok_or(ConfigError::Missing {
+        .ok_or(MissingSetting {
             variable: "AWS_REGION",
-            hint: needed_for,
         })
 }
 
@@ -102,12 +130,12 @@ pub fn presigned(
     url: &str,
     expires_in: Duration,
     time: SystemTime,
-) -> Result<String, String> {
+) -> Result<String, AwsError> {
     let mut settings = SigningSettings::default();
     settings.signature_location = SignatureLocation::QueryParams;
     settings.expires_in = Some(expires_in);
     let signable = SignableRequest::new("GET", url, std::iter::empty(), SignableBody::Bytes(&[]))
-        .map_err(|e| e.to_string())?;
+        .map_err(signing)?;
     let instructions = signed(credentials, service, region, time, settings, signable)?;
     // The signing parameters in the order the AWS CLI and botocore print them (the order does
     // not change what the token proves, but then the tokens are the same byte for byte).
@@ -144,7 +172,7 @@ fn signed(
     time: SystemTime,
     settings: SigningSettings,
     signable: SignableRequest<'_>,
-) -> Result<SigningInstructions, String> {
+) -> Result<SigningInstructions, AwsError> {
     let identity = credentials.for_signer().into();
     let params = v4::SigningParams::builder()
         .identity(&identity)
@@ -153,12 +181,14 @@ fn signed(
         .time(time)
         .settings(settings)
         .build()
-        .map_err(|e| e.to_string())?
+        .map_err(signing)?
         .into();
-    let (instructions, _signature) = sign(signable, &params)
-        .map_err(|e| e.to_string())?
-        .into_parts();
+    let (instructions, _signature) = sign(signable, &params).map_err(signing)?.into_parts();
     Ok(instructions)
+}
+
+fn signing(error: impl fmt::Display) -> AwsError {
+    AwsError::Signing(error.to_string())
 }
 
 /// The order of a presigned URL's SigV4 parameters, as AWS's CLI writes them.
@@ -200,30 +230,35 @@ pub struct JsonCall<'a> {
 const CALL_TIMEOUT: Duration = Duration::from_secs(4);
 
 impl JsonCall<'_> {
-    pub async fn send(self, credentials: &AwsCredentials) -> Result<(u16, Vec<u8>), String> {
+    pub async fn send(self, credentials: &AwsCredentials) -> Result<(u16, Vec<u8>), AwsError> {
         tokio::time::timeout(CALL_TIMEOUT, self.send_unbounded(credentials))
             .await
-            .map_err(|_| format!("no answer from {} within {CALL_TIMEOUT:?}", self.endpoint))?
+            .map_err(|_| AwsError::Timeout {
+                endpoint: self.endpoint.to_owned(),
+                after: CALL_TIMEOUT,
+            })?
     }
 
-    async fn send_unbounded(&self, credentials: &AwsCredentials) -> Result<(u16, Vec<u8>), String> {
+    async fn send_unbounded(
+        &self,
+        credentials: &AwsCredentials,
+    ) -> Result<(u16, Vec<u8>), AwsError> {
+        let endpoint = |why: String| AwsError::Endpoint {
+            endpoint: self.endpoint.to_owned(),
+            why,
+        };
         let uri: http::Uri = self
             .endpoint
             .parse()
-            .map_err(|e| format!("endpoint {}: {e}", self.endpoint))?;
+            .map_err(|e: http::uri::InvalidUri| endpoint(e.to_string()))?;
         let tls = match uri.scheme_str() {
             Some("https") => true,
             Some("http") => false,
-            _ => {
-                return Err(format!(
-                    "endpoint {} must be http:// or https://",
-                    self.endpoint
-                ))
-            }
+            _ => return Err(endpoint("must be http:// or https://".into())),
         };
         let host = uri
             .host()
-            .ok_or_else(|| format!("endpoint {} has no host", self.endpoint))?
+            .ok_or_else(|| endpoint("has no host".into()))?
             .to_owned();
         let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
         let authority = uri
@@ -235,7 +270,7 @@ impl JsonCall<'_> {
             .header("content-type", "application/x-amz-json-1.1")
             .header("x-amz-target", self.target)
             .body(Full::new(Bytes::from(self.body.clone())))
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| endpoint(format!("makes no valid request: {e}")))?;
         let headers: Vec<(String, String)> = request
             .headers()
             .iter()
@@ -252,7 +287,7 @@ impl JsonCall<'_> {
             headers.iter().map(|(n, v)| (n.as_str(), v.as_str())),
             SignableBody::Bytes(self.body.as_bytes()),
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(signing)?;
         let settings = SigningSettings::default();
         signed(
             credentials,
@@ -266,18 +301,28 @@ impl JsonCall<'_> {
 
         let stream = TcpStream::connect((host.as_str(), port))
             .await
-            .map_err(|e| format!("cannot connect to {}: {e}", self.endpoint))?;
+            .map_err(|e| AwsError::Connect {
+                endpoint: self.endpoint.to_owned(),
+                why: e.to_string(),
+            })?;
+        let tls_failed = |e: native_tls::Error| AwsError::Tls {
+            endpoint: self.endpoint.to_owned(),
+            why: e.to_string(),
+        };
         let answer = if tls {
-            let connector = native_tls::TlsConnector::new().map_err(|e| e.to_string())?;
+            let connector = native_tls::TlsConnector::new().map_err(tls_failed)?;
             let stream = tokio_native_tls::TlsConnector::from(connector)
                 .connect(&host, stream)
                 .await
-                .map_err(|e| format!("TLS with {}: {e}", self.endpoint))?;
+                .map_err(tls_failed)?;
             exchange(stream, request).await
         } else {
             exchange(stream, request).await
         };
-        answer.map_err(|e| format!("{}: {e}", self.endpoint))
+        answer.map_err(|e| AwsError::Http {
+            endpoint: self.endpoint.to_owned(),
+            why: e.to_string(),
+        })
     }
 }
 
@@ -285,26 +330,16 @@ impl JsonCall<'_> {
 async fn exchange<S>(
     stream: S,
     request: http::Request<Full<Bytes>>,
-) -> Result<(u16, Vec<u8>), String>
+) -> Result<(u16, Vec<u8>), hyper::Error>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| e.to_string())?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     let driving = tokio::spawn(connection);
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| e.to_string())?;
+    let response = sender.send_request(request).await?;
     let status = response.status().as_u16();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes()
-        .to_vec();
+    let body = response.into_body().collect().await?.to_bytes().to_vec();
     driving.abort();
     Ok((status, body))
 }

@@ -12,7 +12,7 @@ use crate::store::{Store, StoreError};
 use login_etl_core::batch::{plan_batch, BatchError, BatchOutcome, Dates};
 use login_etl_core::mask::Masker;
 use login_etl_core::metrics::Emf;
-use login_etl_core::record::{LoginEvents, SqsRecord};
+use login_etl_core::record::{LeanSqsEvent, SqsRecord};
 
 /// Time kept back from Lambda's deadline to report failures and answer before being killed.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(500);
@@ -101,11 +101,11 @@ impl Processor {
         self.store.close().await;
     }
 
-    /// The Lambda handler. The event is read as `LoginEvents`, the lean form of `SqsEvent`
+    /// The Lambda handler. The event is read as `LeanSqsEvent`, the lean form of `SqsEvent`
     /// (`record.rs`).
     pub async fn handle(
         &self,
-        event: LambdaEvent<LoginEvents>,
+        event: LambdaEvent<LeanSqsEvent>,
     ) -> Result<SqsBatchResponse, HandlerError> {
         let deadline = deadline_of(event.context.deadline);
         let outcome = self.process(&event.payload.records, deadline).await?;

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::aws::{presigned, query_escaped, AwsCredentials};
+use crate::aws::{presigned, query_escaped, AwsCredentials, AwsError};
 
 /// How long a token is valid: RDS accepts at most 15 minutes.
 pub const TOKEN_LIFETIME: Duration = Duration::from_secs(900);
@@ -35,7 +35,7 @@ impl IamAuth {
     }
 
     /// The token for `user` at `host:port`, as the AWS SDKs and CLI make it.
-    pub fn token(&self, host: &str, port: u16, user: &str) -> Result<String, String> {
+    pub fn token(&self, host: &str, port: u16, user: &str) -> Result<String, AwsError> {
         let url = format!(
             "https://{host}:{port}/?Action=connect&DBUser={}",
             query_escaped(user)

@@ -1,6 +1,6 @@
 //! login-etl: SQS user-login events -> HMAC-masked rows in PostgreSQL.
 //!
-//! Data flows one way: `LambdaEvent<LoginEvents> -> records -> (parse, validate, mask) -> plan ->
+//! Data flows one way: `LambdaEvent<LeanSqsEvent> -> records -> (parse, validate, mask) -> plan ->
 //! rows -> Postgres -> outcome -> SqsBatchResponse`. The pure core (the `login-etl-core` crate: `login`, `mask`,
 //! `batch`) knows nothing of Lambda or PostgreSQL; [`store`] and [`handler`] are the edges. See
 //! ARCHITECTURE.md.

@@ -59,30 +59,30 @@ fn is_of(own: &str, target: &str) -> bool {
 }
 
 /// The level and format Lambda's advanced logging controls (or `RUST_LOG`) ask for.
-pub struct Settings {
+pub struct LogSettings {
     pub level: Option<String>,
     pub json: bool,
 }
 
-impl Settings {
+impl LogSettings {
     pub fn from_env() -> Self {
         let level = std::env::var("AWS_LAMBDA_LOG_LEVEL")
             .or_else(|_| std::env::var("RUST_LOG"))
             .ok();
         let json =
             std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
-        Settings { level, json }
+        LogSettings { level, json }
     }
 }
 
 /// Installs the global subscriber, writing to stdout as Lambda expects.
 pub fn init() {
-    install(&Settings::from_env(), std::io::stdout);
+    install(&LogSettings::from_env(), std::io::stdout);
 }
 
 /// Installs the global subscriber with `settings`, writing to `writer` (tests capture the
 /// function's logs through the very same filter); false if one was installed already.
-pub fn install<W>(settings: &Settings, writer: W) -> bool
+pub fn install<W>(settings: &LogSettings, writer: W) -> bool
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
@@ -93,7 +93,7 @@ where
 }
 
 /// The formatting layer with the function's filter, in text or JSON.
-pub fn layer<S, W>(settings: &Settings, writer: W) -> Box<dyn Layer<S> + Send + Sync + 'static>
+pub fn layer<S, W>(settings: &LogSettings, writer: W) -> Box<dyn Layer<S> + Send + Sync + 'static>
 where
     S: tracing::Subscriber + for<'a> LookupSpan<'a>,
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
@@ -123,7 +123,7 @@ mod tests {
             let buffer = buffer.clone();
             move || SharedWriter(buffer.clone())
         };
-        let settings = Settings {
+        let settings = LogSettings {
             level: Some(level.into()),
             json,
         };

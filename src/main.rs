@@ -13,7 +13,7 @@ use login_etl::secrets;
 use login_etl::shutdown::{self, Lifecycle};
 use login_etl::store::{Store, StoreError, StoreOptions};
 use login_etl_core::metrics::Emf;
-use login_etl_core::record::LoginEvents;
+use login_etl_core::record::LeanSqsEvent;
 use tokio::time::Instant;
 
 /// Lambda allows 10 s of init; the connect and migrations must fit in it.
@@ -59,7 +59,7 @@ async fn serve() -> Result<(), lambda_runtime::Error> {
     }
     // With AWS_LAMBDA_MAX_CONCURRENCY above 1, as many invocations run at once, each on a
     // connection of its own; without it, one at a time.
-    lambda_runtime::run_concurrent(service_fn(move |event: LambdaEvent<LoginEvents>| {
+    lambda_runtime::run_concurrent(service_fn(move |event: LambdaEvent<LeanSqsEvent>| {
         let processor = Arc::clone(&processor);
         let lifecycle = Arc::clone(&lifecycle);
         async move {

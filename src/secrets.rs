@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use crate::aws::{region, AwsCredentials, JsonCall};
+use crate::aws::{region, AwsCredentials, JsonCall, MissingSetting};
 use crate::config::ConfigError;
 
 /// The variable naming the secret.
@@ -62,8 +62,12 @@ pub async fn settings<E: Fn(&str) -> Option<String>>(
     let secret_id = secret_id.trim().to_owned();
     const NEEDED_FOR: &str =
         "SECRET_ARN is set, and reading the secret needs the function's AWS credentials and region (Lambda sets them)";
-    let credentials = AwsCredentials::from_lookup(&environment, NEEDED_FOR)?;
-    let region = region(&environment, NEEDED_FOR)?;
+    let missing = |MissingSetting { variable }| ConfigError::Missing {
+        variable,
+        hint: NEEDED_FOR,
+    };
+    let credentials = AwsCredentials::from_lookup(&environment).map_err(missing)?;
+    let region = region(&environment).map_err(missing)?;
     let endpoint = environment("AWS_ENDPOINT_URL_SECRETS_MANAGER")
         .or_else(|| environment("AWS_ENDPOINT_URL"))
         .filter(|v| !v.is_empty())
@@ -104,7 +108,10 @@ async fn get_secret_value(
         target: "secretsmanager.GetSecretValue",
         body: serde_json::json!({ "SecretId": secret_id }).to_string(),
     };
-    let (status, body) = call.send(credentials).await.map_err(failed)?;
+    let (status, body) = call
+        .send(credentials)
+        .await
+        .map_err(|e| failed(e.to_string()))?;
     let answer: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     if status != 200 {
         let kind = error_type(&answer, &body);

@@ -17,8 +17,9 @@ use super::sql::{
 };
 use super::tls::{self, Tls};
 use super::write::milliseconds_until;
-use super::{StatementMode, StoreError};
+use super::StoreError;
 use crate::config::DatabaseConfig;
+use crate::config::StatementMode;
 
 /// The longest we wait for a connection, so a dead host yields a retryable error well before
 /// the invocation deadline rather than a timeout of the whole function.

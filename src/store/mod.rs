@@ -25,8 +25,8 @@ use std::sync::Mutex;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 
-use crate::config::DatabaseConfig;
-pub use crate::config::StatementMode;
+use crate::config::{DatabaseConfig, StatementMode};
+
 pub use connection::connect_client;
 use connection::{Connection, Target, SERVER_ANSWER_GRACE};
 pub use errors::StoreError;

@@ -476,7 +476,7 @@ async fn environments_reaching_the_deadline_at_once_leave_pgbouncer_serving() {
         let processor = processor_with(
             config.clone(),
             masker,
-            login_etl::store::StatementMode::Unnamed,
+            login_etl::config::StatementMode::Unnamed,
         )
         .await;
         environments.push(std::sync::Arc::new(processor));
@@ -676,7 +676,7 @@ async fn behind_pgbouncer_a_failing_server_login_is_named_in_the_error() {
     let warm = processor_with(
         config(),
         login_etl_core::mask::Masker::new(KEY.as_bytes()).unwrap(),
-        login_etl::store::StatementMode::Unnamed,
+        login_etl::config::StatementMode::Unnamed,
     )
     .await;
     server.pg_ctl(&["stop", "-m", "fast"]);
@@ -686,7 +686,7 @@ async fn behind_pgbouncer_a_failing_server_login_is_named_in_the_error() {
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let options = login_etl::store::StoreOptions {
-        statement_mode: login_etl::store::StatementMode::Unnamed,
+        statement_mode: login_etl::config::StatementMode::Unnamed,
         ..Default::default()
     };
     let cold = login_etl::store::Store::connect(config(), options, in_seconds(10))

@@ -170,7 +170,7 @@ async fn sent_timestamps_are_held_to_one_rule_record_by_record() {
         record("past-retention", json!((now_ms - 40 * DAY).to_string())),
         record("within-retention", json!((now_ms - 20 * DAY).to_string())),
     ]});
-    let events: login_etl_core::record::LoginEvents = serde_json::from_value(event).unwrap();
+    let events: login_etl_core::record::LeanSqsEvent = serde_json::from_value(event).unwrap();
     let outcome = processor
         .process(&events.records, in_seconds(10))
         .await

@@ -2,8 +2,9 @@
 //! and a database that goes away.
 
 use crate::common::*;
+use login_etl::config::StatementMode;
 use login_etl::handler::HandlerError;
-use login_etl::store::{StatementMode, Store, StoreError, StoreOptions, MIGRATIONS};
+use login_etl::store::{Store, StoreError, StoreOptions, MIGRATIONS};
 use serde_json::json;
 
 #[tokio::test]

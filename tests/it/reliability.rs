@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::common::*;
 use login_etl::config::DatabaseConfig;
-use login_etl::store::StatementMode;
+use login_etl::config::StatementMode;
 use serde_json::json;
 use tokio::time::Instant;
 

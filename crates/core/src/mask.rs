@@ -18,7 +18,7 @@ pub const DEFAULT_KEY_ID: &str = "k1";
 /// The shortest key we accept: the HMAC-SHA256 output size, so the key is not the weak link.
 pub const MIN_KEY_BYTES: usize = 32;
 
-/// `Masker::new` was given a key shorter than `MIN_KEY_BYTES`; config.rs names the variable.
+/// `Masker::new` was given a key shorter than `MIN_KEY_BYTES`; the function's configuration names the variable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyTooShort {
     pub actual_bytes: usize,

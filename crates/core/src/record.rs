@@ -6,7 +6,7 @@
 //! and the attributes SentTimestamp, ApproximateReceiveCount and MessageGroupId). Deserializing a 1,000-record event into
 //! `SqsEvent` was most of what the deployed binary adds to the handler's time
 //! (docs/benchmarks.md, "The deployed binary against the in-process handler"), so the function
-//! deserializes `LoginEvents`, which keeps only those and skips the rest unparsed into
+//! deserializes `LeanSqsEvent`, which keeps only those and skips the rest unparsed into
 //! values. Tests and the dead-letter tool keep using
 //! `SqsMessage`: the planner takes either, through `SqsRecord`.
 
@@ -57,25 +57,25 @@ impl SqsRecord for SqsMessage {
 /// The SQS event as the function reads it: the records, with what the planner needs.
 ///
 /// Decoding fails only when the event itself is not an object with a `Records` array. A record
-/// that is not an object, or a field of the wrong JSON type, decodes into a `LoginRecord` whose
+/// that is not an object, or a field of the wrong JSON type, decodes into a `LeanSqsMessage` whose
 /// `malformed` names the path and what was expected, so that the record fails alone (as a
 /// malformed body does) and no error quotes the value: serde's own type errors do
 /// (`invalid type: string "203.0.113.77 ...", expected struct`), and lambda_runtime logs them at
 /// ERROR and returns them in the error response (issue 22).
 #[derive(Debug, Clone, Default, Deserialize)]
-pub struct LoginEvents {
+pub struct LeanSqsEvent {
     #[serde(rename = "Records", deserialize_with = "records")]
-    pub records: Vec<LoginRecord>,
+    pub records: Vec<LeanSqsMessage>,
 }
 
 /// One SQS record, keeping only what the planner reads; other fields are skipped.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(from = "Shaped<RawRecord>")]
-pub struct LoginRecord {
+pub struct LeanSqsMessage {
     pub message_id: Option<String>,
     pub body: Option<String>,
     pub event_source_arn: Option<String>,
-    pub attributes: LoginRecordAttributes,
+    pub attributes: LeanSqsAttributes,
     /// Why the record is not an SQS record as Lambda delivers them (its path and the expected
     /// type, never the value); `None` when it is one.
     pub malformed: Option<String>,
@@ -83,7 +83,7 @@ pub struct LoginRecord {
 
 /// The system attributes the planner reads; SQS sends more, which are skipped.
 #[derive(Debug, Clone, Default)]
-pub struct LoginRecordAttributes {
+pub struct LeanSqsAttributes {
     pub sent_timestamp: Option<String>,
     pub approximate_receive_count: Option<String>,
     pub message_group_id: Option<String>,
@@ -118,23 +118,23 @@ struct RawAttributes {
     message_group_id: Text,
 }
 
-impl From<Shaped<RawRecord>> for LoginRecord {
+impl From<Shaped<RawRecord>> for LeanSqsMessage {
     fn from(record: Shaped<RawRecord>) -> Self {
         let record = match record {
             Shaped::Absent => {
-                return LoginRecord {
+                return LeanSqsMessage {
                     malformed: Some(
                         "the record is null; an SQS record (an object) was expected".into(),
                     ),
-                    ..LoginRecord::default()
+                    ..LeanSqsMessage::default()
                 }
             }
             Shaped::Other(kind) => {
-                return LoginRecord {
+                return LeanSqsMessage {
                     malformed: Some(format!(
                         "the record is {kind}; an SQS record (an object) was expected"
                     )),
-                    ..LoginRecord::default()
+                    ..LeanSqsMessage::default()
                 }
             }
             Shaped::Object(record) => record,
@@ -155,12 +155,12 @@ impl From<Shaped<RawRecord>> for LoginRecord {
         let body = text("body", record.body, A_STRING);
         let event_source_arn = text("eventSourceARN", record.event_source_arn, A_STRING);
         let attributes = match record.attributes {
-            Shaped::Absent => LoginRecordAttributes::default(),
+            Shaped::Absent => LeanSqsAttributes::default(),
             Shaped::Other(kind) => {
                 text("attributes", Text::Other(kind), "an object was expected");
-                LoginRecordAttributes::default()
+                LeanSqsAttributes::default()
             }
-            Shaped::Object(raw) => LoginRecordAttributes {
+            Shaped::Object(raw) => LeanSqsAttributes {
                 sent_timestamp: text(
                     "attributes.SentTimestamp",
                     raw.sent_timestamp,
@@ -174,7 +174,7 @@ impl From<Shaped<RawRecord>> for LoginRecord {
                 message_group_id: text("attributes.MessageGroupId", raw.message_group_id, A_STRING),
             },
         };
-        LoginRecord {
+        LeanSqsMessage {
             message_id,
             body,
             event_source_arn,
@@ -281,7 +281,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Shaped<T> {
 /// what came instead, never its value (serde's own `invalid type` error quotes a string).
 fn records<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
-) -> Result<Vec<LoginRecord>, D::Error> {
+) -> Result<Vec<LeanSqsMessage>, D::Error> {
     struct Visitor;
     fn refuse<E: de::Error>(kind: &str) -> E {
         E::custom(format_args!(
@@ -289,7 +289,7 @@ fn records<'de, D: serde::Deserializer<'de>>(
         ))
     }
     impl<'de> de::Visitor<'de> for Visitor {
-        type Value = Vec<LoginRecord>;
+        type Value = Vec<LeanSqsMessage>;
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
             f.write_str("Records, an array of SQS records")
         }
@@ -325,7 +325,7 @@ fn records<'de, D: serde::Deserializer<'de>>(
     deserializer.deserialize_any(Visitor)
 }
 
-impl SqsRecord for LoginRecord {
+impl SqsRecord for LeanSqsMessage {
     fn message_id(&self) -> Option<&str> {
         self.message_id.as_deref()
     }
@@ -379,7 +379,7 @@ mod tests {
 
     #[test]
     fn the_lean_record_reads_what_sqs_message_reads() {
-        let lean: LoginEvents = serde_json::from_str(EVENT).unwrap();
+        let lean: LeanSqsEvent = serde_json::from_str(EVENT).unwrap();
         let full: SqsEvent = serde_json::from_str(EVENT).unwrap();
         assert_eq!(lean.records.len(), 2);
         for (lean, full) in lean.records.iter().zip(&full.records) {
@@ -413,7 +413,7 @@ mod tests {
                 {{"messageId": "m5", "body": "{{}}", "attributes": {{"SentTimestamp": "1700000000000"}}}}
             ]}}"#
         );
-        let events: LoginEvents = serde_json::from_str(&event).unwrap();
+        let events: LeanSqsEvent = serde_json::from_str(&event).unwrap();
         let malformed: Vec<Option<&str>> = events.records.iter().map(|r| r.malformed()).collect();
         assert_eq!(
             malformed,
@@ -430,7 +430,7 @@ mod tests {
             format!(r#"{{"Records": "{VALUE}"}}"#),
             format!(r#"{{"Records": {{"a": "{VALUE}"}}}}"#),
         ] {
-            let error = serde_json::from_str::<LoginEvents>(&refused)
+            let error = serde_json::from_str::<LeanSqsEvent>(&refused)
                 .unwrap_err()
                 .to_string();
             assert!(error.starts_with("Records is"), "{error}");

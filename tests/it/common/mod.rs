@@ -18,8 +18,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_lambda_events::event::sqs::SqsMessage;
 use hmac::{Hmac, KeyInit, Mac};
 use login_etl::config::DatabaseConfig;
+use login_etl::config::StatementMode;
 use login_etl::handler::Processor;
-use login_etl::store::{StatementMode, Store, StoreOptions, MIGRATIONS};
+use login_etl::store::{Store, StoreOptions, MIGRATIONS};
 use login_etl_core::mask::Masker;
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
@@ -462,10 +463,10 @@ impl Drop for PrivateServer {
 /// `LOGIN_ETL_LOG_DIR`, which `make test` scans for PII after the suite. Without the variable,
 /// logs go nowhere unless `TEST_LOG` is set (then to stderr).
 pub fn capture_logs() {
-    use login_etl::logging::{install, Settings};
+    use login_etl::logging::{install, LogSettings};
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        let settings = Settings {
+        let settings = LogSettings {
             level: Some("trace".into()),
             json: false,
         };
