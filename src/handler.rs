@@ -126,7 +126,7 @@ impl Processor {
         })?;
         let report = self
             .store
-            .write(&plan.rows, &plan.key_ids, deadline, plan.fifo)
+            .write(&plan.rows, &plan.key_ids, deadline, plan.queue)
             .await
             .map_err(|e| {
                 tracing::error!(error = %e, received = records.len(), "batch failed; returning an error so it is retried");
@@ -155,6 +155,7 @@ impl Processor {
             stored = outcome.stored,
             duplicates = outcome.duplicates,
             invalid = outcome.invalid,
+            held_back = outcome.held_back,
             failed = outcome.failed,
             duration_ms,
             "batch processed"

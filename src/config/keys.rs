@@ -95,8 +95,8 @@ pub fn recovery_key(
     let id = key_id(lookup, "RECOVERY_KEY_ID", DEFAULT_RECOVERY_KEY_ID)?;
     RecoveryKey::from_hex(&id, &hex)
         .map(Some)
-        .map_err(|why| ConfigError::Invalid {
+        .map_err(|bad| ConfigError::Invalid {
             variable: "RECOVERY_KEY",
-            why,
+            why: bad.to_string(),
         })
 }

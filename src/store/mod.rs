@@ -16,7 +16,6 @@ mod sql;
 mod tls;
 mod write;
 
-use std::collections::HashSet;
 use std::ops::Range;
 use std::time::Duration;
 
@@ -31,7 +30,9 @@ pub use connection::connect_client;
 use connection::{Connection, Target, SERVER_ANSWER_GRACE};
 pub use errors::StoreError;
 use errors::{classify, describe, ErrorKind};
-use login_etl_core::batch::{Failure, KeyIds, LoginRow, FIFO_STOPPED};
+use login_etl_core::batch::{KeyIds, LoginRow};
+use login_etl_core::failure::{Failure, Reason};
+use login_etl_core::fifo::{GroupGate, QueueKind};
 pub use sql::{COPY_COLUMNS, COPY_COLUMN_TYPES, COPY_ROWS, MIGRATIONS};
 pub use write::copy_values;
 use write::Attempt;
@@ -92,10 +93,6 @@ struct Session<'s> {
     connection: Option<Connection>,
     _permit: SemaphorePermit<'s>,
 }
-
-const NOT_CONFIRMED: &str = "not confirmed: the invocation deadline was reached";
-
-const CANCELLED: &str = "not stored: the server cancelled the statement (SQLSTATE 57014: pg_cancel_backend, or a statement_timeout set on the role or database) before the invocation deadline";
 
 /// How often a write aborted by a deadlock or serialization failure is tried again within the
 /// invocation. Rows go in one lock order, so none are expected; this covers what that order does
@@ -172,9 +169,9 @@ impl Store {
 
     /// Writes `rows`, isolating rows the database refuses for their data: a failed statement is
     /// split in halves until the offending rows stand alone (about log2(n) extra round trips per
-    /// bad row). With `fifo` (FIFO queues, rows in delivery order), a failed statement is split
-    /// into single rows written in order instead, and the rows after a failed one of the same
-    /// message group are held back; other groups go on. Rows not confirmed before `deadline` are
+    /// bad row). From a FIFO queue (rows in delivery order), a failed statement is split into
+    /// single rows written in order instead, and the rows after a failed one of the same message
+    /// group are held back; other groups go on. Rows not confirmed before `deadline` are
     /// reported as failures, never as stored.
     ///
     /// Returns an error only when nothing more can be done for the batch now: the database is
@@ -184,11 +181,11 @@ impl Store {
         rows: &[LoginRow],
         key_ids: &KeyIds,
         deadline: Instant,
-        fifo: bool,
+        queue: QueueKind,
     ) -> Result<WriteReport, StoreError> {
         let mut session = self.session().await?;
         let report = session
-            .write_isolating_failures(rows, key_ids, deadline, fifo)
+            .write_isolating_failures(rows, key_ids, deadline, queue)
             .await;
         self.end(session);
         report
@@ -238,47 +235,38 @@ impl Session<'_> {
         rows: &[LoginRow],
         key_ids: &KeyIds,
         deadline: Instant,
-        fifo: bool,
+        queue: QueueKind,
     ) -> Result<WriteReport, StoreError> {
-        let mut report = WriteReport::default();
+        let mut tally = Tally {
+            report: WriteReport::default(),
+            groups: GroupGate::new(queue),
+        };
         // Ranges still to write, the next one on top; left halves go first to keep order.
         let mut pending: Vec<Range<usize>> = Vec::with_capacity(8);
         pending.push(0..rows.len());
         let mut reconnected = false;
         let mut contention_retries = 0;
-        // FIFO: the message groups with a failed row so far.
-        let mut failed_groups: HashSet<Option<&str>> = HashSet::new();
         while let Some(range) = pending.pop() {
-            if fifo {
-                for failure in &report.failures {
-                    if let Some(row) = rows.iter().find(|row| row.position == failure.position) {
-                        failed_groups.insert(row.message_group.as_deref());
-                    }
-                }
-            }
             if range.is_empty() {
                 continue;
             }
-            // In FIFO mode a range is the whole batch or, after a refusal, one row.
-            if fifo
-                && rows[range.clone()]
-                    .iter()
-                    .any(|row| failed_groups.contains(&row.message_group.as_deref()))
+            // From a FIFO queue a range is the whole batch or, after a refusal, one row.
+            if rows[range.clone()]
+                .iter()
+                .any(|row| tally.groups.holds_back(row.message_group.as_deref()))
             {
-                report.failures.extend(fail_all(&rows[range], FIFO_STOPPED));
+                tally.fail(&rows[range], Reason::HeldBack);
                 continue;
             }
             if Instant::now() >= deadline {
-                report
-                    .failures
-                    .extend(fail_all(&rows[range], NOT_CONFIRMED));
+                tally.fail(&rows[range], Reason::NotConfirmed);
                 continue;
             }
             let attempt = self.attempt(&rows[range.clone()], key_ids, deadline).await;
             match attempt {
                 Ok(inserted) => {
-                    report.inserted += inserted;
-                    report.already_stored += range.len() - inserted;
+                    tally.report.inserted += inserted;
+                    tally.report.already_stored += range.len() - inserted;
                 }
                 Err(Attempt::Deadline) => {
                     // The server did not answer even its own statement_timeout in time (a pooler
@@ -290,30 +278,23 @@ impl Session<'_> {
                     if let Some(connection) = self.connection.take() {
                         connection.abandon();
                     }
-                    report
-                        .failures
-                        .extend(fail_all(&rows[range], NOT_CONFIRMED));
+                    tally.fail(&rows[range], Reason::NotConfirmed);
                 }
-                Err(Attempt::TimedOutOnServer) => {
-                    report
-                        .failures
-                        .extend(fail_all(&rows[range], NOT_CONFIRMED));
-                }
+                Err(Attempt::TimedOutOnServer) => tally.fail(&rows[range], Reason::NotConfirmed),
                 Err(Attempt::CancelledOnServer) => {
                     tracing::warn!(
                         "the server cancelled the write (SQLSTATE 57014) before the deadline"
                     );
-                    report.failures.extend(fail_all(&rows[range], CANCELLED));
+                    tally.fail(&rows[range], Reason::Cancelled);
                 }
                 Err(Attempt::Unreachable(e)) => return Err(e),
                 Err(Attempt::Failed(e)) => match classify(&e) {
-                    ErrorKind::RowData if range.len() == 1 => report.failures.push(Failure::of(
-                        &rows[range.start],
-                        format!("the database refused the row ({})", describe(&e)),
-                    )),
+                    ErrorKind::RowData if range.len() == 1 => {
+                        tally.fail(&rows[range], Reason::RefusedByDatabase(describe(&e)))
+                    }
                     // FIFO: one row at a time, in order, so that a refused row holds back only
                     // the later rows of its own group (FIFO batches hold at most 10 messages).
-                    ErrorKind::RowData if fifo => {
+                    ErrorKind::RowData if queue.is_fifo() => {
                         pending.extend(range.rev().map(|i| i..i + 1));
                     }
                     ErrorKind::RowData => {
@@ -328,16 +309,13 @@ impl Session<'_> {
                         tokio::time::sleep_until(deadline.min(pause)).await;
                         pending.push(range);
                     }
-                    ErrorKind::Contention => {
-                        let reason = format!(
-                            "not stored: the database aborted the write {} times for lock contention ({})",
-                            CONTENTION_RETRIES + 1,
-                            describe(&e)
-                        );
-                        report
-                            .failures
-                            .extend(rows[range].iter().map(|row| Failure::of(row, &reason)));
-                    }
+                    ErrorKind::Contention => tally.fail(
+                        &rows[range],
+                        Reason::Contention {
+                            attempts: CONTENTION_RETRIES + 1,
+                            error: describe(&e),
+                        },
+                    ),
                     ErrorKind::Transient if !reconnected => {
                         tracing::warn!(error = %describe(&e), "database error; reconnecting once");
                         reconnected = true;
@@ -354,12 +332,24 @@ impl Session<'_> {
                 },
             }
         }
-        Ok(report)
+        Ok(tally.report)
     }
 }
 
-fn fail_all<'a>(rows: &'a [LoginRow], reason: &'a str) -> impl Iterator<Item = Failure> + 'a {
-    rows.iter().map(move |row| Failure::of(row, reason))
+/// The report of a write under way, and the FIFO message groups its failures hold back.
+struct Tally<'r> {
+    report: WriteReport,
+    groups: GroupGate<'r>,
+}
+
+impl<'r> Tally<'r> {
+    /// `rows` were not stored, for `reason`; on a FIFO queue their groups stop here.
+    fn fail(&mut self, rows: &'r [LoginRow], reason: Reason) {
+        for row in rows {
+            self.groups.failed(row.message_group.as_deref());
+            self.report.failures.push(Failure::of(row, reason.clone()));
+        }
+    }
 }
 
 /// The pause before contention retry `n` (1, 2, ...): 5, 10, 20, 40, 80 ms plus up to as much

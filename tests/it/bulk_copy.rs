@@ -7,6 +7,7 @@ use aws_lambda_events::event::sqs::SqsMessage;
 use login_etl::handler::HandlerError;
 use login_etl::store::{Store, StoreOptions};
 use login_etl_core::batch::{plan_batch, BatchError};
+use login_etl_core::fifo::QueueKind;
 use login_etl_core::mask::Masker;
 use serde_json::json;
 
@@ -111,7 +112,7 @@ async fn an_id_repeated_in_the_rows_given_to_the_store_is_stored_once() {
         .await
         .unwrap();
     let report = store
-        .write(&rows, &plan.key_ids, in_seconds(10), false)
+        .write(&rows, &plan.key_ids, in_seconds(10), QueueKind::Standard)
         .await
         .unwrap();
     assert!(report.failures.is_empty(), "{:?}", report.failures);
@@ -132,7 +133,10 @@ async fn rows_refused_in_a_large_batch_are_isolated() {
     let outcome = processor.process(&records, in_seconds(10)).await.unwrap();
     assert_eq!(failed_ids(&outcome), ["m-00003", "m-00190"]);
     assert!(
-        outcome.failures[0].reason.contains("no_banned_users"),
+        outcome.failures[0]
+            .reason
+            .to_string()
+            .contains("no_banned_users"),
         "{}",
         outcome.failures[0].reason
     );

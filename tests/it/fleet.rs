@@ -506,7 +506,7 @@ async fn environments_reaching_the_deadline_at_once_leave_pgbouncer_serving() {
                 outcome
                     .failures
                     .iter()
-                    .all(|f| f.reason.contains("deadline")),
+                    .all(|f| f.reason == login_etl_core::failure::Reason::NotConfirmed),
                 "round {round}: {:?}",
                 outcome.failures
             );

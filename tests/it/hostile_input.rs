@@ -127,7 +127,7 @@ async fn every_hostile_body_ends_as_a_row_or_a_reported_failure() {
             (Stored, None, true) => {}
             (Failed(reason), Some(failure), false) => {
                 assert!(
-                    failure.reason.contains(reason),
+                    failure.reason.to_string().contains(reason),
                     "{name}: reason {:?} lacks {reason:?}",
                     failure.reason
                 )
@@ -187,8 +187,11 @@ async fn sent_timestamps_are_held_to_one_rule_record_by_record() {
     );
     for failure in &outcome.failures {
         assert!(
-            failure.reason.contains("SentTimestamp")
-                && !failure.reason.contains(&now_ms.to_string()[..8]),
+            failure.reason.to_string().contains("SentTimestamp")
+                && !failure
+                    .reason
+                    .to_string()
+                    .contains(&now_ms.to_string()[..8]),
             "{}: {}",
             failure.message_id,
             failure.reason

@@ -5,6 +5,7 @@ use crate::common::*;
 use login_etl::config::StatementMode;
 use login_etl::handler::HandlerError;
 use login_etl::store::{Store, StoreError, StoreOptions, MIGRATIONS};
+use login_etl_core::failure::Reason;
 use serde_json::json;
 
 #[tokio::test]
@@ -128,9 +129,10 @@ async fn bad_records_are_reported_and_the_rest_of_the_batch_is_stored() {
     assert_eq!((outcome.invalid, outcome.stored), (bad.len(), 2));
     // Every reason names the problem; none quotes the body.
     for failure in &outcome.failures {
-        assert!(!failure.reason.is_empty());
+        assert!(matches!(failure.reason, Reason::Rejected(_)));
+        let text = failure.reason.to_string();
         assert!(
-            !failure.reason.contains("199.172") && !failure.reason.contains("593-47"),
+            !text.contains("199.172") && !text.contains("593-47"),
             "{}",
             failure.reason
         );
@@ -312,12 +314,18 @@ async fn refused_rows_are_isolated(mode: StatementMode) {
     let outcome = processor.process(&records, in_seconds(10)).await.unwrap();
     assert_eq!(failed_ids(&outcome), ["m-07", "m-31"]);
     assert!(
-        outcome.failures[0].reason.contains("SQLSTATE 23514"),
+        outcome.failures[0]
+            .reason
+            .to_string()
+            .contains("SQLSTATE 23514"),
         "{}",
         outcome.failures[0].reason
     );
     assert!(
-        outcome.failures[0].reason.contains("no_banned_users"),
+        outcome.failures[0]
+            .reason
+            .to_string()
+            .contains("no_banned_users"),
         "{}",
         outcome.failures[0].reason
     );
@@ -377,7 +385,7 @@ async fn fifo_groups_interleaved_in_a_batch_flow_independently() {
     let held_back: Vec<&str> = outcome
         .failures
         .iter()
-        .filter(|f| f.reason == login_etl_core::batch::FIFO_STOPPED)
+        .filter(|f| f.reason == Reason::HeldBack)
         .map(|f| f.message_id.as_str())
         .collect();
     assert_eq!(held_back, ["g1-3", "g2-3"]);

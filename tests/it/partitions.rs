@@ -275,7 +275,7 @@ async fn a_message_without_sent_timestamp_is_one_row_whatever_day_it_comes_again
     ] {
         let plan = plan_batch(records, &masker, day).unwrap();
         let report = store
-            .write(&plan.rows, &plan.key_ids, in_seconds(10), false)
+            .write(&plan.rows, &plan.key_ids, in_seconds(10), plan.queue)
             .await
             .unwrap();
         assert!(report.failures.is_empty(), "{:?}", report.failures);

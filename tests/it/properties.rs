@@ -4,7 +4,8 @@
 use std::collections::BTreeSet;
 
 use aws_lambda_events::event::sqs::SqsMessage;
-use login_etl_core::batch::{plan_batch, BatchOutcome, Failure};
+use login_etl_core::batch::{plan_batch, BatchOutcome};
+use login_etl_core::failure::{Failure, Reason};
 use login_etl_core::login::LoginEvent;
 use login_etl_core::mask::Masker;
 use proptest::prelude::*;
@@ -105,7 +106,7 @@ proptest! {
         let mut stored = BTreeSet::new();
         for (row, refused) in plan.rows.iter().zip(&refused_by_database) {
             if *refused {
-                store_failures.push(Failure::of(row, "refused"));
+                store_failures.push(Failure::of(row, Reason::RefusedByDatabase("refused".into())));
             } else {
                 stored.insert(row.message_id.clone());
             }

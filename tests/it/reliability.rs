@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::common::*;
 use login_etl::config::DatabaseConfig;
 use login_etl::config::StatementMode;
+use login_etl_core::failure::Reason;
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -140,7 +141,7 @@ async fn a_reconnect_that_waits_past_the_deadline_is_reported_message_by_message
             outcome
                 .failures
                 .iter()
-                .all(|f| f.reason.contains("deadline")),
+                .all(|f| f.reason == Reason::NotConfirmed),
             "{round}: {:?}",
             outcome.failures
         );
@@ -164,7 +165,7 @@ async fn a_lock_held_past_the_deadline(size: usize, mode: StatementMode) {
         outcome
             .failures
             .iter()
-            .all(|f| f.reason.contains("deadline")),
+            .all(|f| f.reason == Reason::NotConfirmed),
         "{:?}",
         outcome.failures
     );
@@ -214,7 +215,7 @@ async fn a_statement_cancelled_by_an_administrator_is_reported_as_cancelled() {
         outcome
             .failures
             .iter()
-            .all(|f| f.reason.contains("cancelled") && !f.reason.contains("deadline was reached")),
+            .all(|f| f.reason == Reason::Cancelled),
         "{:?}",
         outcome.failures
     );

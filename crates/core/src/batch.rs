@@ -9,7 +9,9 @@ use std::fmt;
 use aws_lambda_events::event::sqs::SqsBatchResponse;
 use time::{Date, OffsetDateTime};
 
-use crate::login::{LoginEvent, Rejection};
+use crate::failure::{Failure, Reason};
+use crate::fifo::{GroupGate, QueueKind};
+use crate::login::LoginEvent;
 use crate::mask::Masker;
 use crate::record::{SqsRecord, SENT_TIMESTAMP_FORM};
 use crate::vault::PiiKind;
@@ -52,26 +54,6 @@ pub struct KeyIds {
 /// The longest messageId we store (`message_id varchar(128)`); SQS ids are 36-character UUIDs.
 pub(crate) const MESSAGE_ID_MAX_CHARS: usize = 128;
 
-/// A message that will be reported in `batchItemFailures`, and why (safe to log: no values).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
-    pub message_id: String,
-    pub reason: String,
-    /// Where the message stands in the batch as delivered.
-    pub position: usize,
-}
-
-impl Failure {
-    /// A planned row that was not stored, and why.
-    pub fn of(row: &LoginRow, reason: impl Into<String>) -> Self {
-        Failure {
-            message_id: row.message_id.clone(),
-            reason: reason.into(),
-            position: row.position,
-        }
-    }
-}
-
 /// What to do with one batch.
 #[derive(Debug, Default)]
 pub struct BatchPlan {
@@ -81,14 +63,14 @@ pub struct BatchPlan {
     /// order, which matters there more (their batches are at most 10 messages, written by one
     /// INSERT whose SQL sorts them).
     pub rows: Vec<LoginRow>,
-    /// Messages that are not valid login events, plus, on FIFO queues, every later message of
-    /// the same message group.
-    pub invalid: Vec<Failure>,
+    /// Messages planned into no row: those that are not valid login events (`Reason::Rejected`)
+    /// and, on FIFO queues, every later message of the same group (`Reason::HeldBack`).
+    pub failures: Vec<Failure>,
     /// The same messageId more than once in this batch: stored (or failed) once, reported once.
     pub repeated_in_batch: usize,
-    /// A FIFO queue: after a failure nothing later of the same message group may be stored, or
-    /// the group's order breaks; other groups go on.
-    pub fifo: bool,
+    /// On a FIFO queue, after a failure nothing later of the same message group may be stored,
+    /// or the group's order breaks; other groups go on (`fifo.rs`).
+    pub queue: QueueKind,
     pub key_ids: KeyIds,
 }
 
@@ -177,8 +159,7 @@ struct Planner<'a, R> {
     masker: &'a Masker,
     dates: Dates,
     seen: HashSet<&'a str>,
-    /// On FIFO queues, the message groups with a failed message so far.
-    failed_groups: HashSet<Option<&'a str>>,
+    groups: GroupGate<'a>,
     plan: BatchPlan,
 }
 
@@ -192,9 +173,9 @@ impl<'a, R: SqsRecord> Planner<'a, R> {
                 malformed: records[position].malformed().map(str::to_owned),
             });
         }
-        let fifo = records.first().is_some_and(is_fifo);
+        let queue = records.first().map(QueueKind::of).unwrap_or_default();
         let mut order: Vec<usize> = (0..records.len()).collect();
-        if !fifo {
+        if !queue.is_fifo() {
             // Stable, so of an id repeated in the batch the first delivery is the one planned.
             order.sort_by_key(|&position| message_id_of(&records[position]));
         }
@@ -204,11 +185,11 @@ impl<'a, R: SqsRecord> Planner<'a, R> {
             masker,
             dates,
             seen: HashSet::with_capacity(records.len()),
-            failed_groups: HashSet::new(),
+            groups: GroupGate::new(queue),
             plan: BatchPlan {
                 received: records.len(),
                 rows: Vec::with_capacity(records.len()),
-                fifo,
+                queue,
                 key_ids: KeyIds {
                     mask: masker.key_id().to_owned(),
                     vault: masker.recovery_key_id().map(str::to_owned),
@@ -232,19 +213,19 @@ impl<'a, R: SqsRecord> Planner<'a, R> {
             self.plan.repeated_in_batch += 1;
             return;
         }
-        let fail = |reason: String| Failure {
+        let fail = |reason: Reason| Failure {
             message_id: message_id.to_owned(),
             reason,
             position,
         };
         // Only FIFO batches have groups: a standard batch pays no lookup per record.
-        let group = if self.plan.fifo {
-            message_group_of(record)
+        let group = if self.plan.queue.is_fifo() {
+            record.message_group_id()
         } else {
             None
         };
-        if self.plan.fifo && self.failed_groups.contains(&group) {
-            self.plan.invalid.push(fail(FIFO_STOPPED.to_owned()));
+        if self.groups.holds_back(group) {
+            self.plan.failures.push(fail(Reason::HeldBack));
             return;
         }
         match row_from(record, message_id, position, self.masker, self.dates) {
@@ -252,9 +233,9 @@ impl<'a, R: SqsRecord> Planner<'a, R> {
                 message_group: group.map(str::to_owned),
                 ..row
             }),
-            Err(reason) => {
-                self.failed_groups.insert(group);
-                self.plan.invalid.push(fail(reason));
+            Err(why) => {
+                self.groups.failed(group);
+                self.plan.failures.push(fail(Reason::Rejected(why)));
             }
         }
     }
@@ -269,21 +250,8 @@ fn first_receive(record: &impl SqsRecord) -> bool {
     record.approximate_receive_count() == Some("1")
 }
 
-/// The reason given for FIFO messages held back behind an earlier failure of their group.
-pub const FIFO_STOPPED: &str =
-    "not processed: an earlier message of its FIFO message group failed in this batch";
-
-/// The message's FIFO group (`MessageGroupId`); `None` on standard queues.
-fn message_group_of(record: &impl SqsRecord) -> Option<&str> {
-    record.message_group_id()
-}
-
-fn is_fifo(record: &impl SqsRecord) -> bool {
-    record
-        .event_source_arn()
-        .is_some_and(|arn| arn.ends_with(".fifo"))
-}
-
+/// The row of a valid message, or why the message is rejected (the field and the rule, never a
+/// value: the text of `Reason::Rejected`).
 fn row_from(
     record: &impl SqsRecord,
     message_id: &str,
@@ -302,7 +270,7 @@ fn row_from(
         ));
     }
     let body = record.body().unwrap_or("");
-    let event = LoginEvent::parse(body).map_err(|r: Rejection| r.to_string())?;
+    let event = LoginEvent::parse(body).map_err(|rejection| rejection.to_string())?;
     let sent_date = sent_date(record, dates)?;
     let masked_ip = masker.mask_ip(event.ip);
     let masked_device_id = masker.mask_device_id(&event.device_id);
@@ -365,8 +333,11 @@ pub struct BatchOutcome {
     pub stored: usize,
     /// Messages whose row was already there (a redelivery) or that repeated within the batch.
     pub duplicates: usize,
-    /// Messages that are not valid login events (or held back behind one on a FIFO queue).
+    /// Messages that are not valid login events (`Reason::Rejected`).
     pub invalid: usize,
+    /// On FIFO queues, messages held back behind an earlier failure of their group
+    /// (`Reason::HeldBack`), by the planner or the store.
+    pub held_back: usize,
     /// Valid messages the database refused or that could not be written in time.
     pub failed: usize,
     pub failures: Vec<Failure>,
@@ -380,18 +351,20 @@ impl BatchOutcome {
         already_stored: usize,
         store_failures: Vec<Failure>,
     ) -> Self {
-        let invalid = plan.invalid.len();
-        let failed = store_failures.len();
-        let mut failures = plan.invalid;
+        let mut failures = plan.failures;
         failures.extend(store_failures);
         // Reported in delivery order, whatever order the rows were planned and written in.
         failures.sort_unstable_by_key(|failure| failure.position);
+        let count = |kind: fn(&Reason) -> bool| failures.iter().filter(|f| kind(&f.reason)).count();
+        let invalid = count(|reason| matches!(reason, Reason::Rejected(_)));
+        let held_back = count(|reason| matches!(reason, Reason::HeldBack));
         BatchOutcome {
             received: plan.received,
             stored: inserted,
             duplicates: already_stored + plan.repeated_in_batch,
             invalid,
-            failed,
+            held_back,
+            failed: failures.len() - invalid - held_back,
             failures,
         }
     }
@@ -436,7 +409,7 @@ mod tests {
     #[test]
     fn turns_a_valid_message_into_a_masked_row() {
         let plan = plan_batch(&[message("m1", GOOD)], &masker(), TODAY).unwrap();
-        assert!(plan.invalid.is_empty());
+        assert!(plan.failures.is_empty());
         let row = &plan.rows[0];
         assert_eq!(row.message_id, "m1");
         assert_eq!(row.user_id, "u1");
@@ -486,8 +459,10 @@ mod tests {
             .insert("SentTimestamp".into(), "yesterday".into());
         let plan = plan_batch(&[m], &masker, TODAY).unwrap();
         assert_eq!(
-            plan.invalid[0].reason,
-            format!("attributes.SentTimestamp is refused: {SENT_TIMESTAMP_FORM}")
+            plan.failures[0].reason,
+            Reason::Rejected(format!(
+                "attributes.SentTimestamp is refused: {SENT_TIMESTAMP_FORM}"
+            ))
         );
     }
 
@@ -526,7 +501,7 @@ mod tests {
         ];
         let plan = plan_batch(&records, &masker(), TODAY).unwrap();
         assert_eq!(plan.rows.len(), 1);
-        assert_eq!(plan.invalid.len(), 1);
+        assert_eq!(plan.failures.len(), 1);
         assert_eq!(plan.repeated_in_batch, 2);
     }
 
@@ -547,10 +522,20 @@ mod tests {
             ["a", "b", "d", "f"],
             "delivery order, other groups go on"
         );
-        let failed: Vec<_> = plan.invalid.iter().map(|f| f.message_id.as_str()).collect();
+        let failed: Vec<_> = plan
+            .failures
+            .iter()
+            .map(|f| f.message_id.as_str())
+            .collect();
         assert_eq!(failed, ["c", "e"]);
-        assert_eq!(plan.invalid[1].reason, FIFO_STOPPED);
+        assert_eq!(plan.failures[1].reason, Reason::HeldBack);
         assert_eq!(plan.rows[1].message_group.as_deref(), Some("g2"));
+        // Counted apart: "e" is a valid login event, held back only for its group's order.
+        let outcome = BatchOutcome::new(plan, 4, 0, vec![]);
+        assert_eq!(
+            (outcome.invalid, outcome.held_back, outcome.failed),
+            (1, 1, 0)
+        );
     }
 
     #[test]
@@ -580,8 +565,8 @@ mod tests {
         let id = "m".repeat(129);
         let plan = plan_batch(&[message(&id, GOOD)], &masker(), TODAY).unwrap();
         assert_eq!(
-            plan.invalid[0].reason,
-            "messageId is longer than 128 characters"
+            plan.failures[0].reason,
+            Reason::Rejected("messageId is longer than 128 characters".into())
         );
     }
 
@@ -608,10 +593,10 @@ mod tests {
         let plan = plan_batch(&records, &masker(), Dates::keeping(TODAY, Some(7))).unwrap();
         let stored: Vec<_> = plan.rows.iter().map(|r| r.message_id.as_str()).collect();
         assert_eq!(stored, ["six-days-ago", "today", "tomorrow"]);
-        let reasons: Vec<(&str, &str)> = plan
-            .invalid
+        let reasons: Vec<(&str, String)> = plan
+            .failures
             .iter()
-            .map(|f| (f.message_id.as_str(), f.reason.as_str()))
+            .map(|f| (f.message_id.as_str(), f.reason.to_string()))
             .collect();
         for (id, reason) in &reasons {
             let rule = match *id {

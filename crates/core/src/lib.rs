@@ -3,9 +3,13 @@
 //!
 //! [`record`] (the SQS envelope) -> [`login`] (parse and validate a body) -> [`mask`] and
 //! [`vault`] (HMAC masks, sealed values) -> [`batch`] (the plan, the rows, the outcome) ->
-//! [`metrics`] (the outcome as CloudWatch EMF). See ARCHITECTURE.md.
+//! [`metrics`] (the outcome as CloudWatch EMF). A message not stored is a [`failure`] with a
+//! typed reason; [`fifo`] keeps a FIFO queue's order within each message group. See
+//! ARCHITECTURE.md.
 
 pub mod batch;
+pub mod failure;
+pub mod fifo;
 pub mod login;
 pub mod mask;
 pub mod metrics;

@@ -20,6 +20,7 @@ impl Emf {
             ("Stored", outcome.stored),
             ("Duplicates", outcome.duplicates),
             ("Invalid", outcome.invalid),
+            ("HeldBack", outcome.held_back),
             ("Failed", outcome.failed),
         ];
         let mut definitions: Vec<_> = counts
@@ -61,6 +62,7 @@ mod tests {
             stored: 7,
             duplicates: 1,
             invalid: 1,
+            held_back: 0,
             failed: 1,
             failures: vec![],
         };

@@ -52,22 +52,41 @@ impl fmt::Debug for RecoveryKey {
     }
 }
 
+/// Why a recovery key cannot be read, said without echoing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadRecoveryKey {
+    /// It has `chars` characters, not `RECOVERY_KEY_BYTES * 2`.
+    WrongLength {
+        chars: usize,
+    },
+    NotHex,
+}
+
+impl fmt::Display for BadRecoveryKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BadRecoveryKey::WrongLength { chars } => write!(
+                f,
+                "it must be {} hex characters ({RECOVERY_KEY_BYTES} bytes, e.g. `openssl rand -hex 64`), it has {chars}",
+                RECOVERY_KEY_BYTES * 2
+            ),
+            BadRecoveryKey::NotHex => f.write_str("it must be hex digits only"),
+        }
+    }
+}
+
+impl std::error::Error for BadRecoveryKey {}
+
 impl RecoveryKey {
-    /// Reads the key from hex; the error says what is wrong without echoing the secret.
-    pub fn from_hex(id: &str, hex: &str) -> Result<Self, String> {
+    /// Reads the key from hex.
+    pub fn from_hex(id: &str, hex: &str) -> Result<Self, BadRecoveryKey> {
         if hex.len() != RECOVERY_KEY_BYTES * 2 {
-            return Err(format!(
-                "it must be {} hex characters ({RECOVERY_KEY_BYTES} bytes, e.g. `openssl rand -hex 64`), it has {}",
-                RECOVERY_KEY_BYTES * 2,
-                hex.len()
-            ));
+            return Err(BadRecoveryKey::WrongLength { chars: hex.len() });
         }
         let mut bytes = [0u8; RECOVERY_KEY_BYTES];
         for (byte, pair) in bytes.iter_mut().zip(hex.as_bytes().chunks(2)) {
-            let pair =
-                std::str::from_utf8(pair).map_err(|_| "it must be hex digits only".to_string())?;
-            *byte = u8::from_str_radix(pair, 16)
-                .map_err(|_| "it must be hex digits only".to_string())?;
+            let pair = std::str::from_utf8(pair).map_err(|_| BadRecoveryKey::NotHex)?;
+            *byte = u8::from_str_radix(pair, 16).map_err(|_| BadRecoveryKey::NotHex)?;
         }
         Ok(RecoveryKey {
             id: id.to_owned(),
@@ -181,9 +200,10 @@ mod tests {
     #[test]
     fn key_errors_say_what_is_expected_without_the_secret() {
         let error = RecoveryKey::from_hex("r1", "abcd").unwrap_err();
-        assert!(error.contains("128 hex characters"), "{error}");
+        assert_eq!(error, BadRecoveryKey::WrongLength { chars: 4 });
+        assert!(error.to_string().contains("128 hex characters"), "{error}");
         let error = RecoveryKey::from_hex("r1", &"zz".repeat(64)).unwrap_err();
-        assert_eq!(error, "it must be hex digits only");
+        assert_eq!(error.to_string(), "it must be hex digits only");
         assert!(!format!("{:?}", key("r1", 0xab)).contains("abab"));
     }
 }
