@@ -99,7 +99,8 @@ async fn on_sigterm(processor: Arc<Processor>, lifecycle: Arc<Lifecycle>) {
     std::process::exit(0);
 }
 
-/// Reads the configuration (with `SECRET_ARN`, the secret, once), connects, checks the schema.
+/// Reads the configuration (with `SECRET_ARN` and `DATABASE_SECRET_ARN`, the secrets), connects,
+/// checks the schema.
 async fn start() -> Result<Processor, lambda_runtime::Error> {
     let deadline = Instant::now() + INIT_BUDGET;
     let settings = secrets::settings(environment).await?;
@@ -110,7 +111,11 @@ async fn start() -> Result<Processor, lambda_runtime::Error> {
         statement_mode: config.statement_mode,
         max_connections: config.max_concurrency,
     };
-    let store = Store::connect(config.database, options, deadline).await?;
+    let database = match settings.credentials_source() {
+        Some(source) => config.database.with_credentials_source(source),
+        None => config.database,
+    };
+    let store = Store::connect(database, options, deadline).await?;
     let emf = Emf {
         namespace: config.metrics_namespace,
         function_name: std::env::var("AWS_LAMBDA_FUNCTION_NAME")

@@ -2,6 +2,9 @@
 //! how statements are sent (`PREPARED_STATEMENTS`).
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 
 use super::tls::{checked_tls, RootCertificates, SslMode};
 use super::ConfigError;
@@ -18,6 +21,35 @@ pub struct DatabaseConfig {
     pub root_cert: Option<RootCertificates>,
     /// With `DATABASE_AUTH=iam`, the password is an RDS auth token made at every connect.
     pub iam_auth: Option<IamAuth>,
+    /// Where the user and password can be read again after the server refuses them (a secret
+    /// that RDS or a rotation function rotates, `DATABASE_SECRET_ARN`).
+    pub credentials_source: Option<Arc<dyn CredentialsSource>>,
+}
+
+/// A database user and its password; `Debug` shows the user only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub user: String,
+    pub password: String,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Where the database credentials are read again while the function runs. Rotation changes
+/// the password (or, in the alternating-users scheme, the user too) in the database and in the
+/// secret, while warm environments still hold what they read at start: the store reads the
+/// source once when the server refuses the credentials in use (SQLSTATE 28P01 or 28000), then
+/// connects once more with what it now holds.
+pub trait CredentialsSource: Send + Sync {
+    /// The credentials the source holds now. The error names the source, never a value.
+    fn read(&self) -> Pin<Box<dyn Future<Output = Result<Credentials, ConfigError>> + Send + '_>>;
 }
 
 impl fmt::Debug for DatabaseConfig {
@@ -28,6 +60,7 @@ impl fmt::Debug for DatabaseConfig {
             .field("ssl_mode", &self.ssl_mode)
             .field("root_cert", &self.root_cert)
             .field("iam_auth", &self.iam_auth)
+            .field("rereads_credentials", &self.credentials_source.is_some())
             .finish()
     }
 }
@@ -66,7 +99,14 @@ impl DatabaseConfig {
             ssl_mode,
             root_cert,
             iam_auth: None,
+            credentials_source: None,
         }
+    }
+
+    /// The same, reading the credentials again from `source` after the server refuses them.
+    pub fn with_credentials_source(mut self, source: Arc<dyn CredentialsSource>) -> Self {
+        self.credentials_source = Some(source);
+        self
     }
 
     pub fn from_lookup(lookup: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {

@@ -15,7 +15,7 @@ mod iam;
 mod keys;
 mod tls;
 
-pub use database::{DatabaseConfig, StatementMode};
+pub use database::{Credentials, CredentialsSource, DatabaseConfig, StatementMode};
 pub use keys::{masking_key, recovery_key, KeySlot, DEFAULT_RECOVERY_KEY_ID};
 pub use tls::{RootCertificates, SslMode};
 

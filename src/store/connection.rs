@@ -2,6 +2,7 @@
 //! ready and the schema checked, so after a reconnect none can be missing: there is nothing to
 //! reset, and the type, not a comment, keeps the order of connect and prepare.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
@@ -18,8 +19,7 @@ use super::sql::{
 use super::tls::{self, Tls};
 use super::write::milliseconds_until;
 use super::StoreError;
-use crate::config::DatabaseConfig;
-use crate::config::StatementMode;
+use crate::config::{Credentials, DatabaseConfig, StatementMode};
 
 /// The longest we wait for a connection, so a dead host yields a retryable error well before
 /// the invocation deadline rather than a timeout of the whole function.
@@ -41,6 +41,9 @@ pub(super) struct Target {
     pub tls: Tls,
     pub with_vault: bool,
     pub statement_mode: StatementMode,
+    /// The credentials read again after the server refused those of `config` (rotation); every
+    /// later connect uses them. `None` until then.
+    reread: Mutex<Option<Credentials>>,
 }
 
 impl Target {
@@ -54,7 +57,43 @@ impl Target {
             config,
             with_vault,
             statement_mode,
+            reread: Mutex::new(None),
         })
+    }
+
+    /// The settings to connect with: the credentials read again, if any; with IAM
+    /// authentication, a fresh token as the password (config checks there is one host and a
+    /// user).
+    fn connection_settings(&self) -> Result<tokio_postgres::Config, StoreError> {
+        let config = &self.config;
+        let mut settings = config.connection.clone();
+        if let Some(credentials) = self.reread.lock().unwrap().as_ref() {
+            settings
+                .user(&credentials.user)
+                .password(credentials.password.as_bytes());
+        }
+        if let Some(iam) = &config.iam_auth {
+            let host = match config.connection.get_hosts().first() {
+                Some(tokio_postgres::config::Host::Tcp(name)) => name.clone(),
+                _ => {
+                    return Err(StoreError::Unavailable(
+                        "IAM authentication needs a TCP host".into(),
+                    ))
+                }
+            };
+            let port = config
+                .connection
+                .get_ports()
+                .first()
+                .copied()
+                .unwrap_or(5432);
+            let user = config.connection.get_user().unwrap_or_default();
+            let token = iam.token(&host, port, user).map_err(|e| {
+                StoreError::Unavailable(format!("cannot make the RDS auth token: {e}"))
+            })?;
+            settings.password(token);
+        }
+        Ok(settings)
     }
 }
 
@@ -188,13 +227,60 @@ impl Connection {
 }
 
 /// Opens a client, within `deadline` and at most `CONNECT_TIMEOUT`; returns it with the task
-/// that drives its socket.
+/// that drives its socket. When the server refuses the credentials and they can be read again
+/// (`DatabaseConfig::credentials_source`), reads them once and connects once more: a rotation
+/// costs the one connect, never a loop.
 async fn open_client(
     target: &Target,
     deadline: Instant,
 ) -> Result<(Client, JoinHandle<()>), StoreError> {
     let connect_deadline = deadline.min(Instant::now() + CONNECT_TIMEOUT);
-    let settings = connection_settings(&target.config)?;
+    let refused = match connect_once(target, connect_deadline).await {
+        Err(Refused::Credentials(e)) => e,
+        other => return other.map_err(Refused::into_store_error),
+    };
+    let Some(source) = &target.config.credentials_source else {
+        return Err(refused);
+    };
+    tracing::warn!(
+        error = %refused,
+        "the database refused the credentials; reading them again from the credentials secret"
+    );
+    let credentials = match timeout_at(connect_deadline, source.read()).await {
+        Err(_) => return Err(refused),
+        Ok(Err(e)) => {
+            return Err(StoreError::Unavailable(format!(
+                "{refused}; reading the credentials again failed: {e}"
+            )))
+        }
+        Ok(Ok(credentials)) => credentials,
+    };
+    *target.reread.lock().unwrap() = Some(credentials);
+    connect_once(target, connect_deadline)
+        .await
+        .map_err(Refused::into_store_error)
+}
+
+/// Why a connect failed: the credentials (which may be read again), or anything else.
+enum Refused {
+    Credentials(StoreError),
+    Other(StoreError),
+}
+
+impl Refused {
+    fn into_store_error(self) -> StoreError {
+        match self {
+            Refused::Credentials(e) | Refused::Other(e) => e,
+        }
+    }
+}
+
+/// One connect with the credentials held now.
+async fn connect_once(
+    target: &Target,
+    connect_deadline: Instant,
+) -> Result<(Client, JoinHandle<()>), Refused> {
+    let settings = target.connection_settings().map_err(Refused::Other)?;
     match &target.tls {
         Tls::Off => connect_with(target, &settings, NoTls, connect_deadline).await,
         Tls::On(connector) => {
@@ -210,7 +296,7 @@ async fn connect_with<T>(
     settings: &tokio_postgres::Config,
     tls: T,
     connect_deadline: Instant,
-) -> Result<(Client, JoinHandle<()>), StoreError>
+) -> Result<(Client, JoinHandle<()>), Refused>
 where
     T: MakeTlsConnect<Socket>,
     T::Stream: Send + 'static,
@@ -219,8 +305,20 @@ where
 {
     let connecting = settings.connect(tls);
     let (client, connection) = match timeout_at(connect_deadline, connecting).await {
-        Err(_) => return Err(connect_error(&target.config, "no answer in time")),
-        Ok(Err(e)) => return Err(connect_error(&target.config, &connect_detail(&e))),
+        Err(_) => {
+            return Err(Refused::Other(connect_error(
+                &target.config,
+                "no answer in time",
+            )))
+        }
+        Ok(Err(e)) => {
+            let error = connect_error(&target.config, &connect_detail(&e));
+            return Err(if refuses_credentials(&e) {
+                Refused::Credentials(error)
+            } else {
+                Refused::Other(error)
+            });
+        }
         Ok(Ok(pair)) => pair,
     };
     let task = tokio::spawn(async move {
@@ -229,6 +327,17 @@ where
         }
     });
     Ok((client, task))
+}
+
+/// The server refused the user or its password: SQLSTATE 28P01 (invalid_password, also what
+/// PostgreSQL answers for an unknown user) or 28000 (invalid_authorization_specification, e.g.
+/// pg_hba's "no entry" or a role that may not log in).
+fn refuses_credentials(error: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    error.code().is_some_and(|code| {
+        code == &SqlState::INVALID_PASSWORD
+            || code == &SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+    })
 }
 
 /// The statements for `target`'s mode, prepared now if that is the mode.
@@ -269,34 +378,6 @@ async fn statements_for(
             })
         }
     }
-}
-
-/// The settings to connect with: with IAM authentication, a fresh token as the password (config
-/// checks there is one host and a user).
-fn connection_settings(config: &DatabaseConfig) -> Result<tokio_postgres::Config, StoreError> {
-    let mut settings = config.connection.clone();
-    if let Some(iam) = &config.iam_auth {
-        let host = match config.connection.get_hosts().first() {
-            Some(tokio_postgres::config::Host::Tcp(name)) => name.clone(),
-            _ => {
-                return Err(StoreError::Unavailable(
-                    "IAM authentication needs a TCP host".into(),
-                ))
-            }
-        };
-        let port = config
-            .connection
-            .get_ports()
-            .first()
-            .copied()
-            .unwrap_or(5432);
-        let user = config.connection.get_user().unwrap_or_default();
-        let token = iam
-            .token(&host, port, user)
-            .map_err(|e| StoreError::Unavailable(format!("cannot make the RDS auth token: {e}")))?;
-        settings.password(token);
-    }
-    Ok(settings)
 }
 
 /// A plain client with the function's connection and TLS handling, for the command-line tools.

@@ -70,6 +70,19 @@ impl Emulator {
             .env_remove("DATABASE_URL")
             // DEBUG on purpose: even then no PII may appear (make test scans these logs).
             .env("RUST_LOG", "debug");
+        // Nor the PG* variables `make test`'s throw-away server exports: the function would
+        // read them where a test gives it none.
+        for variable in [
+            "PGHOST",
+            "PGPORT",
+            "PGUSER",
+            "PGPASSWORD",
+            "PGDATABASE",
+            "PGSSLMODE",
+            "PGSSLROOTCERT",
+        ] {
+            command.env_remove(variable);
+        }
         let name = format!("emulator-{port}");
         let (log, log_is_temporary) = match log_dir() {
             Some(dir) => (log_path(&dir, &name), false),

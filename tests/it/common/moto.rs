@@ -63,6 +63,29 @@ impl SecretsManager {
         self.fixture["arns"][name].as_str().unwrap().to_owned()
     }
 
+    /// Creates the secret `name` with `value`, or gives it `value` as its new current version,
+    /// as the `rotator` user (a rotation does this); returns its ARN.
+    pub fn put_secret(&self, name: &str, value: &str) -> String {
+        let key = &self.fixture["keys"]["rotator"];
+        let output = Command::new(format!("{ROOT}/.venv-moto/bin/python"))
+            .arg(format!("{ROOT}/tests/fixtures/moto_put_secret.py"))
+            .args([
+                self.endpoint.as_str(),
+                key["id"].as_str().unwrap(),
+                key["secret"].as_str().unwrap(),
+                name,
+                value,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "putting the secret failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    }
+
     /// The environment Lambda would give a function running as `user` in eu-west-1, with the
     /// SDKs' variable pointing Secrets Manager calls here.
     pub fn environment(&self, user: &str) -> Vec<(&'static str, String)> {
