@@ -45,17 +45,11 @@ impl SecretsManager {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let output = Command::new(format!("{ROOT}/.venv-moto/bin/python"))
-            .arg(format!("{ROOT}/tests/fixtures/moto_secrets_fixture.py"))
-            .args([&server.endpoint, database_url, masking_key])
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "the fixture failed: {}",
-            String::from_utf8_lossy(&output.stderr)
+        let output = fixture(
+            "moto_secrets_fixture.py",
+            &[&server.endpoint, database_url, masking_key],
         );
-        server.fixture = serde_json::from_slice(&output.stdout).unwrap();
+        server.fixture = serde_json::from_str(&output).unwrap();
         server
     }
 
@@ -67,23 +61,17 @@ impl SecretsManager {
     /// as the `rotator` user (a rotation does this); returns its ARN.
     pub fn put_secret(&self, name: &str, value: &str) -> String {
         let key = &self.fixture["keys"]["rotator"];
-        let output = Command::new(format!("{ROOT}/.venv-moto/bin/python"))
-            .arg(format!("{ROOT}/tests/fixtures/moto_put_secret.py"))
-            .args([
-                self.endpoint.as_str(),
+        let arn = fixture(
+            "moto_put_secret.py",
+            &[
+                &self.endpoint,
                 key["id"].as_str().unwrap(),
                 key["secret"].as_str().unwrap(),
                 name,
                 value,
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "putting the secret failed: {}",
-            String::from_utf8_lossy(&output.stderr)
+            ],
         );
-        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+        arn.trim().to_owned()
     }
 
     /// The environment Lambda would give a function running as `user` in eu-west-1, with the
@@ -100,6 +88,21 @@ impl SecretsManager {
             ("AWS_ENDPOINT_URL_SECRETS_MANAGER", self.endpoint.clone()),
         ]
     }
+}
+
+/// Runs `tests/fixtures/{script}` with moto's Python; its standard output.
+fn fixture(script: &str, args: &[&str]) -> String {
+    let output = Command::new(format!("{ROOT}/.venv-moto/bin/python"))
+        .arg(format!("{ROOT}/tests/fixtures/{script}"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{script} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
 }
 
 /// The fixture's `CALLS`, read from the script so that the two cannot disagree.
