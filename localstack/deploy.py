@@ -11,7 +11,8 @@ localstack/init/, inside the LocalStack container) and the host path without Doc
 CODE is the zip `make build` writes (target/lambda/login-etl/bootstrap.zip) or a directory holding
 `bootstrap`. The queue's visibility timeout and maxReceiveCount, the function's memory and timeout,
 and the mapping's BatchSize, MaximumBatchingWindowInSeconds, MaximumConcurrency and
-ReportBatchItemFailures are read from template.yaml; VISIBILITY_TIMEOUT and MAX_RECEIVE_COUNT
+ReportBatchItemFailures are read from template.yaml (its on-demand scaling mode, whatever its
+ScalingMode says: see template_settings); VISIBILITY_TIMEOUT and MAX_RECEIVE_COUNT
 override the first two (a demo wants a bad message in the dead-letter queue within seconds, not
 after 5 x 240 s). The function's settings come from DATABASE_URL and MASKING_KEY (LocalStack is
 local: its configuration holds them in the clear, which a deployed function never does).
@@ -66,7 +67,13 @@ _CloudFormationLoader.add_multi_constructor(
 
 
 def template_settings():
-    """The settings a LocalStack deployment copies from template.yaml."""
+    """The settings a LocalStack deployment copies from template.yaml.
+
+    The mapping is always made in template.yaml's on-demand scaling mode (MaximumConcurrency),
+    even where its ScalingMode says "provisioned": LocalStack's mapping is not known to implement
+    provisioned pollers (docs/ESM.md), and the demo and the tests need no more than one poller
+    anyway. Nor is MetricsConfig sent: those metrics go to CloudWatch, which nothing here reads.
+    So MinimumPollers, MaximumPollers and MetricsConfig are left unread on purpose."""
     template = yaml.load(TEMPLATE.read_text(), Loader=_CloudFormationLoader)
     parameters = {name: spec.get("Default") for name, spec in template["Parameters"].items()}
     resources = template["Resources"]
@@ -75,6 +82,7 @@ def template_settings():
     event = function["Events"]["LoginQueue"]["Properties"]
     assert event["FunctionResponseTypes"] == ["ReportBatchItemFailures"], "template.yaml changed"
     return {
+        "scaling_mode": parameters["ScalingMode"],
         "visibility_timeout": int(os.environ.get("VISIBILITY_TIMEOUT", queue["VisibilityTimeout"])),
         "max_receive_count": int(os.environ.get("MAX_RECEIVE_COUNT", parameters["MaxReceiveCount"])),
         "memory_size": int(function["MemorySize"]),
@@ -178,6 +186,8 @@ def deploy(code_path: str):
         f"window {settings['batching_window']} s, MaximumConcurrency {settings['maximum_concurrency']}, "
         "ReportBatchItemFailures"
     )
+    if settings["scaling_mode"] != "on-demand":
+        log(f"template.yaml's ScalingMode is {settings['scaling_mode']}: LocalStack gets the on-demand mode all the same")
     log(f"ready: {queue_url} (dead letters: {dlq_url})")
 
 

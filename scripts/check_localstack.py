@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Offline checks of localstack/, which needs Docker to run and so cannot run on our machines:
 the compose file parses and has the services docs/localstack.md promises, every host path it mounts
-exists (the zip only after `make build`, so it is not required), and the init hooks are what
-LocalStack runs: executable, with a shebang, and valid bash (`bash -n`).
+exists (the zip only after `make build`, so it is not required), the init hooks are what
+LocalStack runs: executable, with a shebang, and valid bash (`bash -n`), and deploy.py still reads
+the settings it copies from template.yaml (its on-demand scaling mode).
 
-    check_localstack.py          # with a Python that has PyYAML (.venv-sam has it)
+    check_localstack.py          # with a Python that has PyYAML and boto3 (.venv-sam has both)
 """
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -45,6 +47,22 @@ def problems():
         parsed = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
         if parsed.returncode != 0:
             yield f"{where} does not parse: {parsed.stderr.strip()}"
+    yield from deploy_problems()
+
+
+def deploy_problems():
+    """deploy.py reads template.yaml's settings as it would on a LocalStack (no call is made)."""
+    spec = importlib.util.spec_from_file_location("deploy", ROOT / "localstack" / "deploy.py")
+    deploy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(deploy)
+    try:
+        settings = deploy.template_settings()
+    except Exception as error:  # whatever breaks the read breaks `make demo-sqs` and the tests
+        yield f"localstack/deploy.py cannot read template.yaml: {type(error).__name__}: {error}"
+        return
+    for name, value in settings.items():
+        if name != "scaling_mode" and not (isinstance(value, int) and value > 0):
+            yield f"localstack/deploy.py reads {name} = {value!r} from template.yaml, not a positive number"
 
 
 def main() -> int:
@@ -52,7 +70,7 @@ def main() -> int:
     for problem in found:
         print(problem, file=sys.stderr)
     if not found:
-        print("localstack/: compose file, mounts and init hooks look right (not run: no Docker here)")
+        print("localstack/: compose file, mounts, init hooks and deploy.py's settings look right (not run: no Docker here)")
     return 1 if found else 0
 
 

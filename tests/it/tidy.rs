@@ -378,7 +378,8 @@ fn the_readme_configuration_table_lists_exactly_the_variables_the_code_reads() {
 // template.yaml's defaults against the docs.
 
 /// The template's settings the docs name, and the command-line flags that set the same thing in
-/// `cargo lambda deploy` and `aws lambda create-event-source-mapping`.
+/// `cargo lambda deploy` and `aws lambda create-event-source-mapping` (`--scaling-config
+/// MaximumConcurrency=`, `--provisioned-poller-config MinimumPollers=..,MaximumPollers=..`).
 const TEMPLATE_SETTINGS: &[(&str, &[&str])] = &[
     ("BatchSize", &["--batch-size"]),
     (
@@ -386,6 +387,8 @@ const TEMPLATE_SETTINGS: &[(&str, &[&str])] = &[
         &["--maximum-batching-window-in-seconds"],
     ),
     ("MaximumConcurrency", &["MaximumConcurrency="]),
+    ("MinimumPollers", &["MinimumPollers="]),
+    ("MaximumPollers", &["MaximumPollers="]),
     ("MaxReceiveCount", &[]),
     ("MemorySize", &["--memory"]),
     ("Timeout", &["--timeout"]),
