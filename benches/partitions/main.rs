@@ -2,7 +2,8 @@
 //! writes, what they save retention, and the index size per partition.
 //!
 //! `make bench` runs it against its durable throw-away PostgreSQL; by hand:
-//! `cargo bench --bench partitions -- [--runs N] [--rows N] [--quick]`.
+//! `cargo bench --bench partitions -- [--runs N] [--rows N] [--quick]` (`-- --help` lists the
+//! options).
 //!
 //! Two databases, both migrated the same way: in one user_logins stays partitioned by day
 //! (migration 005), with the 90 past days' partitions a deployment keeping 90 days has; in the
@@ -15,6 +16,8 @@
 //! `DELETE ... WHERE create_date = today` followed by the VACUUM that gives the space back.
 //! Last, the upgrade: migration 005 turning the single table, loaded again, into partitions.
 
+#[path = "../args/mod.rs"]
+mod args;
 #[path = "../database/mod.rs"]
 mod database;
 #[path = "../workload/mod.rs"]
@@ -22,6 +25,7 @@ mod workload;
 
 use std::time::Duration;
 
+use clap::Parser;
 use login_etl::config::DatabaseConfig;
 use login_etl::handler::Processor;
 use login_etl::store::{Store, StoreOptions, MIGRATIONS};
@@ -44,38 +48,34 @@ DROP TABLE user_logins;
 ALTER TABLE user_logins_flat RENAME TO user_logins;
 COMMIT;";
 
+/// Partitions: user_logins partitioned by day against one table, in one run: the function's
+/// writes into each, the day's partition's size, ending a day's rows (DROP against DELETE and
+/// VACUUM), and migration 005 upgrading a loaded single table.
+///
+/// Needs DATABASE_URL; `make bench` starts a durable PostgreSQL and runs it.
+#[derive(Parser)]
 struct Options {
+    /// Runs of each batch size: the ratio is the median of the runs' ratios
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 5,
+        default_value_if("quick", "true", "3")
+    )]
     runs: usize,
+    /// Records loaded a pass (sent today, ~1% invalid, ~0.5% redelivered)
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 100_000,
+        default_value_if("quick", "true", "20000")
+    )]
     rows: usize,
-}
-
-impl Options {
-    fn from_args() -> Options {
-        let mut options = Options {
-            runs: 5,
-            rows: 100_000,
-        };
-        let mut args = std::env::args().skip(1);
-        while let Some(arg) = args.next() {
-            let mut number = |flag: &str| -> usize {
-                args.next()
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or_else(|| panic!("{flag} takes a number"))
-            };
-            match arg.as_str() {
-                "--runs" => options.runs = number("--runs"),
-                "--rows" => options.rows = number("--rows"),
-                "--quick" => {
-                    options.runs = 3;
-                    options.rows = 20_000;
-                }
-                // cargo bench passes --bench to harness = false targets.
-                "--bench" => {}
-                other => panic!("unknown option {other}; see benches/partitions/main.rs"),
-            }
-        }
-        options
-    }
+    /// A quick look: 3 runs of 20,000 records (unless --runs or --rows say otherwise)
+    #[arg(long)]
+    quick: bool,
+    #[command(flatten)]
+    common: args::Common,
 }
 
 /// One layout: its database, an admin connection and the function's processor on it.
@@ -150,7 +150,7 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let options = Options::from_args();
+    let options: Options = args::parse();
     let server_url = std::env::var("DATABASE_URL")
         .expect("DATABASE_URL: run `make bench`, or point it at a throw-away server");
     let partitioned = Layout::new(&server_url, "partitioned", true).await;
