@@ -28,7 +28,8 @@
 //! with `Unnamed` divided by `Prepared` at batch sizes 10, 100 and 1000, in the same run.
 //!
 //! Results go to stdout (markdown) and to CSV (`target/capacity.csv`,
-//! `target/capacity-statements.csv`); `scripts/plot_capacity.py` draws `docs/capacity.png`.
+//! `target/capacity-statements.csv`); `scripts/plot_capacity.py` draws `docs/capacity.png`, and
+//! `make bench` renders the tables into docs/benchmarks.md.
 
 #[path = "../args/mod.rs"]
 mod args;
@@ -127,9 +128,6 @@ struct Options {
     /// say otherwise)
     #[arg(long)]
     quick: bool,
-    /// Where to write the results as CSV
-    #[arg(long, value_name = "PATH", default_value = "target/capacity.csv")]
-    csv: PathBuf,
     #[command(flatten)]
     common: args::Common,
 }
@@ -640,6 +638,7 @@ async fn main() {
         "| set-up | batch | instances | records/s | x 1 instance | batches/s (= commits/s) | batch p50 ms | batch p99 ms | CPU cores busy: machine / client / server / pgbouncer |"
     );
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
+    // The CSVs give the printed tables' precision: docs/benchmarks.md's tables are made from them.
     let mut csv = String::from(
         "setup,batch_size,instances,records_per_s,scaling,batches_per_s,p50_ms,p99_ms,cpu_machine,cpu_client,cpu_server,cpu_pgbouncer,runs,seconds\n",
     );
@@ -680,7 +679,7 @@ async fn main() {
                 );
                 writeln!(
                     csv,
-                    "{},{size},{n},{:.1},{:.4},{:.1},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{},{}",
+                    "{},{size},{n},{:.0},{:.2},{:.0},{:.2},{:.2},{:.2},{:.2},{:.2},{:.2},{},{}",
                     setup.name(),
                     median(&records),
                     scaling,
@@ -721,7 +720,7 @@ async fn main() {
         );
         writeln!(
             csv,
-            "commit-ceiling,1,{n},{:.1},,{:.1},,,{:.3},{:.3},{:.3},0,{},{}",
+            "commit-ceiling,1,{n},{:.0},,{:.0},,,{:.2},{:.2},{:.2},0,{},{}",
             median(&commits),
             median(&commits),
             cpu[0],
@@ -787,7 +786,7 @@ async fn main() {
             );
             writeln!(
                 statements_csv,
-                "{size},{:.1},{:.1},{ratio:.4},{:.3},{:.3},{},{}",
+                "{size},{:.0},{:.0},{ratio:.2},{:.2},{:.2},{},{}",
                 rate(prepared),
                 rate(unnamed),
                 p50(prepared),
@@ -798,23 +797,10 @@ async fn main() {
             .unwrap();
         }
         println!("Unnamed / Prepared = median over runs of the two records/s in the same run (order alternating).");
-        let path = options.csv.with_file_name(format!(
-            "{}-statements.csv",
-            options
-                .csv
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .unwrap_or("capacity")
-        ));
-        std::fs::write(&path, statements_csv).expect("write the statements CSV");
-        println!("wrote {}", path.display());
+        args::write_csv(&options.common.csv_beside("statements"), &statements_csv);
     }
 
-    if let Some(parent) = options.csv.parent() {
-        std::fs::create_dir_all(parent).ok();
-    }
-    std::fs::write(&options.csv, csv).expect("write the CSV");
-    println!("wrote {}", options.csv.display());
+    args::write_csv(&options.common.csv, &csv);
 
     // The instances' connections go before PgBouncer does.
     drop(setups);

@@ -16,6 +16,9 @@
 //! the median of each run's handler/COPY ratio, so a noisy neighbour moves both sides alike.
 //! Finally it starts the real release binary against a stub of the Lambda Runtime API to time
 //! the cold start and read the peak RSS after a 5,000-record batch (see `lambda_binary.rs`).
+//!
+//! Results go to stdout (markdown) and to CSV (`--csv`, and `-deployed.csv` and `-binary.csv`
+//! beside it), which `make bench` renders into docs/benchmarks.md.
 
 #[path = "../args/mod.rs"]
 mod args;
@@ -33,6 +36,7 @@ mod lambda_binary;
 mod runtime_api;
 
 use std::collections::HashSet;
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsMessage;
@@ -53,7 +57,9 @@ const BENCH_DATABASE: &str = "login_etl_bench";
 /// End-to-end ingest: the real handler against binary COPY of the same rows (and the bulk-write
 /// candidates) in one run, then the deployed release binary: per batch, cold start, peak RSS.
 ///
-/// Needs DATABASE_URL; `make bench` starts a durable PostgreSQL and runs it.
+/// Needs DATABASE_URL; `make bench` starts a durable PostgreSQL and runs it. The in-process
+/// table goes to --csv, the deployed binary's and its cold start's beside it (-deployed.csv,
+/// -binary.csv).
 #[derive(Parser)]
 struct Options {
     /// Runs per batch size: throughput and ratios are medians over them
@@ -313,13 +319,13 @@ async fn main() {
         // First, while this process is small: a child forked from it and capped before exec
         // pays for tearing down the copy of its address space at the capped CPU's speed, which
         // a function started by Lambda does not.
-        lambda_binary::report(&bench.admin, &url).await;
+        lambda_binary::report(&bench.admin, &url, &options.common).await;
     }
     if !options.deployed_only {
         in_process_table(&mut bench, &options, &masker).await;
     }
     if lambda_binary {
-        lambda_binary::deployed(&mut bench, &url, &options.sizes, options.runs).await;
+        lambda_binary::deployed(&mut bench, &url, &options).await;
     }
 }
 
@@ -335,6 +341,7 @@ async fn in_process_table(bench: &mut Bench, options: &Options, masker: &Masker)
     }
     println!("| batch | path | records/s | x COPY | batch p50 ms | batch p99 ms |");
     println!("| ---: | --- | ---: | ---: | ---: | ---: |");
+    let mut csv = String::from("batch_size,path,records_per_s,x_copy,p50_ms,p99_ms,runs\n");
     for &size in &options.sizes {
         let batches = workload(size, records_per_pass(size), masker);
         let records: usize = batches.iter().map(|b| b.records.len()).sum();
@@ -361,14 +368,19 @@ async fn in_process_table(bench: &mut Bench, options: &Options, masker: &Masker)
             }
         }
         for (i, path) in paths.iter().enumerate() {
-            println!(
-                "| {size} | {} | {:.0} | {:.2} | {:.2} | {:.2} |",
-                path.name(),
-                median(&mut throughput[i]),
-                median(&mut ratios[i]),
-                percentile_ms(&mut latencies[i], 50.0),
-                percentile_ms(&mut latencies[i], 99.0),
-            );
+            let rate = median(&mut throughput[i]);
+            let x_copy = median(&mut ratios[i]);
+            let p50 = percentile_ms(&mut latencies[i], 50.0);
+            let p99 = percentile_ms(&mut latencies[i], 99.0);
+            let name = path.name();
+            println!("| {size} | {name} | {rate:.0} | {x_copy:.2} | {p50:.2} | {p99:.2} |");
+            writeln!(
+                csv,
+                "{size},{},{rate:.0},{x_copy:.2},{p50:.2},{p99:.2},{}",
+                args::field(name),
+                options.runs
+            )
+            .unwrap();
         }
     }
     println!(
@@ -379,4 +391,5 @@ async fn in_process_table(bench: &mut Bench, options: &Options, masker: &Masker)
         "benchmark process peak RSS: {:.1} MiB (holds every generated workload; see the Lambda binary below)",
         runtime_api::peak_rss_mib("self")
     );
+    args::write_csv(&options.common.csv, &csv);
 }

@@ -130,13 +130,6 @@ struct Options {
         default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv-anchor/bin/python")
     )]
     python: PathBuf,
-    /// Where to write the results as CSV
-    #[arg(
-        long,
-        value_name = "PATH",
-        default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/target/shapes.csv")
-    )]
-    csv: PathBuf,
     #[command(flatten)]
     common: args::Common,
 }
@@ -644,8 +637,7 @@ async fn shapes(options: Options) {
             "\nRust and Python stored the same rows (same count and digest) for every batch size."
         );
     }
-    std::fs::write(&bench.options.csv, &bench.csv).expect("write the CSV");
-    println!("wrote {}", bench.options.csv.display());
+    args::write_csv(&bench.options.common.csv, &bench.csv);
     println!(
         "cost: arm64 ${PRICE_PER_GB_SECOND} per GB-s (each batch's duration rounded up to the ms) + ${:.2} per million requests",
         PRICE_PER_REQUEST * 1e6
