@@ -66,8 +66,8 @@ cargo build -p login-etl-dlq  # the dead-letter tool the queue tests run
 cargo build -p login-etl-pii  # the PII tool the recovery and partition tests run
 build_arm64_zip               # LocalStack's Lambda runs it through qemu (tests/it/sqs_e2e.rs)
 
-step "the local runtime executor's own tests (LocalStack's Lambda without Docker: timeouts, crashes, init errors, shutdown)"
-.venv-localstack/bin/python -m pytest -q -p no:cacheprovider localstack/executor/tests
+step "the Python tests: the local runtime executor's (LocalStack's Lambda without Docker: timeouts, crashes, init errors, shutdown), make bench's tables (scripts/bench_tables.py)"
+.venv-localstack/bin/python -m pytest -q -p no:cacheprovider localstack/executor/tests scripts/test_bench_tables.py
 
 # Every log line the function writes during the suite is kept here and scanned for PII below:
 # from cargo lambda watch, and from LocalStack's Lambda (the executor copies them here).

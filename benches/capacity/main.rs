@@ -2,7 +2,8 @@
 //!
 //! `make bench` runs this after the ingest benchmark on the durable throw-away PostgreSQL; by
 //! hand: `cargo bench --bench capacity -- [--runs N] [--seconds S] [--quick]` with DATABASE_URL
-//! set. It starts a PgBouncer of its own (Debian's `/usr/sbin/pgbouncer`) and stops it at the end.
+//! set (`-- --help` lists the options). It starts a PgBouncer of its own (Debian's
+//! `/usr/sbin/pgbouncer`) and stops it at the end.
 //!
 //! An instance is one Lambda execution environment: a `Processor` with its own `Store` (its own
 //! connection), driven by its own tokio task on a multi-threaded runtime, handling one SQS batch
@@ -27,8 +28,11 @@
 //! with `Unnamed` divided by `Prepared` at batch sizes 10, 100 and 1000, in the same run.
 //!
 //! Results go to stdout (markdown) and to CSV (`target/capacity.csv`,
-//! `target/capacity-statements.csv`); `scripts/plot_capacity.py` draws `docs/capacity.png`.
+//! `target/capacity-statements.csv`); `scripts/plot_capacity.py` draws `docs/capacity.png`, and
+//! `make bench` renders the tables into docs/benchmarks.md.
 
+#[path = "../args/mod.rs"]
+mod args;
 #[path = "../database/mod.rs"]
 mod database;
 #[path = "../stats/mod.rs"]
@@ -44,6 +48,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsMessage;
+use clap::Parser;
 use login_etl::config::DatabaseConfig;
 use login_etl::config::StatementMode;
 use login_etl::handler::Processor;
@@ -58,87 +63,74 @@ use stats::{median, percentile_ms};
 
 const BENCH_DATABASE: &str = "login_etl_capacity";
 
+/// Capacity: concurrent instances of the function, direct to PostgreSQL and through a PgBouncer
+/// it starts, the server's commit ceiling, and PREPARED_STATEMENTS=false on one connection.
+///
+/// Needs DATABASE_URL; `make bench` starts a durable PostgreSQL and runs it. The instances'
+/// table and the commit ceiling go to --csv, the statements' comparison beside it
+/// (-statements.csv).
+#[derive(Parser)]
 struct Options {
+    /// Runs of every configuration: medians over them, latency percentiles pooled
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 3,
+        default_value_if("quick", "true", "1")
+    )]
     runs: usize,
+    /// Seconds each configuration is measured for
+    #[arg(
+        long,
+        value_name = "S",
+        default_value_t = 3.0,
+        default_value_if("quick", "true", "1")
+    )]
     seconds: f64,
+    /// Seconds of warm-up before each measured window
+    #[arg(
+        long,
+        value_name = "S",
+        default_value_t = 0.5,
+        default_value_if("quick", "true", "0.25")
+    )]
     warmup: f64,
+    /// Numbers of concurrent instances, comma-separated
+    #[arg(
+        long,
+        value_name = "N,...",
+        value_delimiter = ',',
+        default_value = "1,2,4,8,16"
+    )]
     instances: Vec<usize>,
+    /// Batch sizes of the instances, comma-separated
+    #[arg(
+        long,
+        value_name = "N,...",
+        value_delimiter = ',',
+        default_value = "10,100"
+    )]
     sizes: Vec<usize>,
+    /// Batch sizes of the PREPARED_STATEMENTS=false comparison, comma-separated
+    #[arg(
+        long,
+        value_name = "N,...",
+        value_delimiter = ',',
+        default_value = "10,100,1000"
+    )]
     statement_sizes: Vec<usize>,
+    /// PgBouncer's default_pool_size: server connections the instances share
+    #[arg(long, value_name = "N", default_value_t = 4)]
     pool_size: usize,
-    pgbouncer: bool,
-    csv: PathBuf,
-}
-
-fn list(arg: Option<String>, what: &str) -> Vec<usize> {
-    arg.map(|list| {
-        list.split(',')
-            .map(|n| n.parse().unwrap_or_else(|_| panic!("{what} takes numbers")))
-            .collect()
-    })
-    .unwrap_or_else(|| panic!("{what} takes a list such as 1,2,4"))
-}
-
-impl Options {
-    fn from_args() -> Options {
-        let mut options = Options {
-            runs: 3,
-            seconds: 3.0,
-            warmup: 0.5,
-            instances: vec![1, 2, 4, 8, 16],
-            sizes: vec![10, 100],
-            statement_sizes: vec![10, 100, 1000],
-            pool_size: 4,
-            pgbouncer: true,
-            csv: PathBuf::from("target/capacity.csv"),
-        };
-        let mut args = std::env::args().skip(1);
-        while let Some(arg) = args.next() {
-            match arg.as_str() {
-                "--runs" => {
-                    options.runs = args
-                        .next()
-                        .and_then(|n| n.parse().ok())
-                        .expect("--runs takes a number")
-                }
-                "--seconds" => {
-                    options.seconds = args
-                        .next()
-                        .and_then(|n| n.parse().ok())
-                        .expect("--seconds takes a number")
-                }
-                "--warmup" => {
-                    options.warmup = args
-                        .next()
-                        .and_then(|n| n.parse().ok())
-                        .expect("--warmup takes a number")
-                }
-                "--instances" => options.instances = list(args.next(), "--instances"),
-                "--sizes" => options.sizes = list(args.next(), "--sizes"),
-                "--statement-sizes" => {
-                    options.statement_sizes = list(args.next(), "--statement-sizes")
-                }
-                "--pool-size" => {
-                    options.pool_size = args
-                        .next()
-                        .and_then(|n| n.parse().ok())
-                        .expect("--pool-size takes a number")
-                }
-                "--no-pgbouncer" => options.pgbouncer = false,
-                "--csv" => options.csv = PathBuf::from(args.next().expect("--csv takes a path")),
-                "--quick" => {
-                    options.runs = 1;
-                    options.seconds = 1.0;
-                    options.warmup = 0.25;
-                }
-                // cargo bench passes --bench to harness = false targets.
-                "--bench" => {}
-                other => panic!("unknown option {other}; see benches/capacity/main.rs"),
-            }
-        }
-        assert!(options.runs >= 1 && options.seconds > 0.0);
-        options
-    }
+    /// Leave out the set-up through PgBouncer
+    #[arg(long)]
+    no_pgbouncer: bool,
+    /// A quick look: 1 run of 1 s after 0.25 s of warm-up (unless --runs, --seconds or --warmup
+    /// say otherwise)
+    #[arg(long)]
+    quick: bool,
+    #[command(flatten)]
+    common: args::Common,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -525,7 +517,8 @@ fn rotated<T: Copy>(items: &[T], by: usize) -> Vec<T> {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    let options = Options::from_args();
+    let options: Options = args::parse();
+    assert!(options.runs >= 1 && options.seconds > 0.0);
     let server_url = std::env::var("DATABASE_URL").unwrap_or_else(|_| {
         panic!("DATABASE_URL must name a PostgreSQL server; `make bench` starts a durable one")
     });
@@ -562,9 +555,7 @@ async fn main() {
         println!("WARNING: the server's processes are not on this machine: no server CPU column");
     }
 
-    let bouncer = options
-        .pgbouncer
-        .then(|| PgBouncer::start(&server, options.pool_size));
+    let bouncer = (!options.no_pgbouncer).then(|| PgBouncer::start(&server, options.pool_size));
     let max_instances = options.instances.iter().copied().max().unwrap_or(1);
     let mut setups = vec![(
         Setup::Direct,
@@ -648,6 +639,7 @@ async fn main() {
         "| set-up | batch | instances | records/s | x 1 instance | batches/s (= commits/s) | batch p50 ms | batch p99 ms | CPU cores busy: machine / client / server / pgbouncer |"
     );
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
+    // The CSVs give the printed tables' precision: docs/benchmarks.md's tables are made from them.
     let mut csv = String::from(
         "setup,batch_size,instances,records_per_s,scaling,batches_per_s,p50_ms,p99_ms,cpu_machine,cpu_client,cpu_server,cpu_pgbouncer,runs,seconds\n",
     );
@@ -688,7 +680,7 @@ async fn main() {
                 );
                 writeln!(
                     csv,
-                    "{},{size},{n},{:.1},{:.4},{:.1},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{},{}",
+                    "{},{size},{n},{:.0},{:.2},{:.0},{:.2},{:.2},{:.2},{:.2},{:.2},{:.2},{},{}",
                     setup.name(),
                     median(&records),
                     scaling,
@@ -729,7 +721,7 @@ async fn main() {
         );
         writeln!(
             csv,
-            "commit-ceiling,1,{n},{:.1},,{:.1},,,{:.3},{:.3},{:.3},0,{},{}",
+            "commit-ceiling,1,{n},{:.0},,{:.0},,,{:.2},{:.2},{:.2},0,{},{}",
             median(&commits),
             median(&commits),
             cpu[0],
@@ -795,7 +787,7 @@ async fn main() {
             );
             writeln!(
                 statements_csv,
-                "{size},{:.1},{:.1},{ratio:.4},{:.3},{:.3},{},{}",
+                "{size},{:.0},{:.0},{ratio:.2},{:.2},{:.2},{},{}",
                 rate(prepared),
                 rate(unnamed),
                 p50(prepared),
@@ -806,23 +798,10 @@ async fn main() {
             .unwrap();
         }
         println!("Unnamed / Prepared = median over runs of the two records/s in the same run (order alternating).");
-        let path = options.csv.with_file_name(format!(
-            "{}-statements.csv",
-            options
-                .csv
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .unwrap_or("capacity")
-        ));
-        std::fs::write(&path, statements_csv).expect("write the statements CSV");
-        println!("wrote {}", path.display());
+        args::write_csv(&options.common.csv_beside("statements"), &statements_csv);
     }
 
-    if let Some(parent) = options.csv.parent() {
-        std::fs::create_dir_all(parent).ok();
-    }
-    std::fs::write(&options.csv, csv).expect("write the CSV");
-    println!("wrote {}", options.csv.display());
+    args::write_csv(&options.common.csv, &csv);
 
     // The instances' connections go before PgBouncer does.
     drop(setups);

@@ -14,6 +14,7 @@
 //!   128 MB function (a cgroup v1 quota, `benches/shapes/cgroup.rs`).
 //! - Peak RSS: `VmHWM` of the function's process after it answered one 5,000-record batch.
 
+use std::fmt::Write as _;
 use std::io::BufRead;
 use std::time::Duration;
 
@@ -26,7 +27,7 @@ use tokio_postgres::Client;
 
 use crate::cgroup::{self, CpuCap};
 use crate::runtime_api::{self, Answer, Function};
-use crate::{median, percentile_ms, workload, Bench, Path};
+use crate::{args, median, percentile_ms, workload, Bench, Options, Path};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_login-etl");
 const COLD_STARTS: usize = 15;
@@ -109,7 +110,8 @@ fn read_metrics(stdout: std::io::PipeReader) -> mpsc::UnboundedReceiver<Duration
 }
 
 /// The per-batch time users get, next to the in-process handler's on the same batches.
-pub async fn deployed(bench: &mut Bench, url: &str, sizes: &[usize], runs: usize) {
+pub async fn deployed(bench: &mut Bench, url: &str, options: &Options) {
+    let runs = options.runs;
     println!(
         "\nThe deployed binary against the in-process handler, same batches, {runs} runs of each, \
          passes alternating; per-batch ms pooled over the runs"
@@ -120,9 +122,14 @@ pub async fn deployed(bench: &mut Bench, url: &str, sizes: &[usize], runs: usize
          invocation / in-process |"
     );
     println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let mut csv = String::from(
+        "batch_size,batches,in_process_p50_ms,in_process_p99_ms,in_process_first_p50_ms,\
+         in_process_last_p50_ms,emf_p50_ms,emf_p99_ms,invocation_p50_ms,invocation_p99_ms,\
+         emf_over_in_process,invocation_over_in_process,runs\n",
+    );
     // Up to the 1,000 records the gap was reported at: 150 batches of 5,000 would hold about
     // 1.5 GB of records and events in this process.
-    for &size in sizes.iter().filter(|&&size| size <= 1_000) {
+    for &size in options.sizes.iter().filter(|&&size| size <= 1_000) {
         let batches = crate::workload(size, size * deployed_batches(size), &bench.masker);
         let events: Vec<Vec<u8>> = batches
             .iter()
@@ -186,29 +193,36 @@ pub async fn deployed(bench: &mut Bench, url: &str, sizes: &[usize], runs: usize
             invocation.extend(run_invocation);
         }
         function.stop().await;
-        let p50_p99 = |values: &mut Vec<Duration>| {
-            format!(
-                "{:.2} / {:.2}",
-                percentile_ms(values, 50.0),
-                percentile_ms(values, 99.0)
-            )
-        };
-        println!(
-            "| {size} | {} | {} | {:.2} / {:.2} | {} | {} | {:.2} | {:.2} |",
-            batches.len(),
-            p50_p99(&mut in_process),
+        let p50_p99 =
+            |values: &mut Vec<Duration>| (percentile_ms(values, 50.0), percentile_ms(values, 99.0));
+        let batches = batches.len();
+        let (in_process_p50, in_process_p99) = p50_p99(&mut in_process);
+        let (first, last) = (
             percentile_ms(&mut first, 50.0),
             percentile_ms(&mut last, 50.0),
-            p50_p99(&mut emf),
-            p50_p99(&mut invocation),
-            median(&mut emf_ratios),
-            median(&mut invocation_ratios),
         );
+        let (emf_p50, emf_p99) = p50_p99(&mut emf);
+        let (invocation_p50, invocation_p99) = p50_p99(&mut invocation);
+        let (emf_ratio, invocation_ratio) =
+            (median(&mut emf_ratios), median(&mut invocation_ratios));
+        println!(
+            "| {size} | {batches} | {in_process_p50:.2} / {in_process_p99:.2} | {first:.2} / \
+             {last:.2} | {emf_p50:.2} / {emf_p99:.2} | {invocation_p50:.2} / {invocation_p99:.2} | \
+             {emf_ratio:.2} | {invocation_ratio:.2} |"
+        );
+        writeln!(
+            csv,
+            "{size},{batches},{in_process_p50:.2},{in_process_p99:.2},{first:.2},{last:.2},\
+             {emf_p50:.2},{emf_p99:.2},{invocation_p50:.2},{invocation_p99:.2},{emf_ratio:.2},\
+             {invocation_ratio:.2},{runs}"
+        )
+        .unwrap();
     }
     println!(
         "ratios: median over runs of (the binary's p50 / the in-process p50 of the same run); \
          invocation: the Runtime API's event handed out -> response received"
     );
+    args::write_csv(&options.common.csv_beside("deployed"), &csv);
 }
 
 async fn stored(admin: &Client) -> i64 {
@@ -220,7 +234,7 @@ async fn stored(admin: &Client) -> i64 {
 }
 
 /// Cold start, the part before connecting (uncapped and at 128 MB), peak RSS, size.
-pub async fn report(admin: &Client, url: &str) {
+pub async fn report(admin: &Client, url: &str, common: &args::Common) {
     let size_mib = std::fs::metadata(BINARY).map_or(f64::NAN, |m| m.len() as f64 / 1048576.0);
     println!(
         "\nLambda binary: {BINARY} ({size_mib:.2} MiB, stripped; x86_64 glibc, not the arm64 zip)"
@@ -247,11 +261,11 @@ pub async fn report(admin: &Client, url: &str) {
             }
         }
         before_connecting.push((
-            format!("spawn -> connect attempt, sslmode={sslmode}, uncapped"),
+            format!("spawn to the connect attempt, sslmode={sslmode}, uncapped"),
             median(&mut uncapped),
         ));
         before_connecting.push((
-            format!("spawn -> connect attempt, sslmode={sslmode}, CPU of {SMALLEST_MB} MB"),
+            format!("spawn to the connect attempt, sslmode={sslmode}, CPU of {SMALLEST_MB} MB"),
             if cap.is_some() {
                 median(&mut capped)
             } else {
@@ -278,25 +292,85 @@ pub async fn report(admin: &Client, url: &str) {
         .and_then(|v| v["batchItemFailures"].as_array().map(Vec::len));
     let stored = stored(admin).await;
 
-    println!("| measure | median of {COLD_STARTS} |");
-    println!("| --- | ---: |");
-    println!(
-        "| cold start: spawn -> first GET /next (includes connect + prepare) | {:.1} ms |",
-        median(&mut cold_ms)
-    );
-    for (measure, ms) in before_connecting {
-        println!("| {measure} | {ms:.1} ms |");
+    let mut measures = vec![
+        Measure::new(
+            "Lambda binary (x86_64 glibc, stripped; not the arm64 zip)",
+            format!("{size_mib:.2}"),
+            "MiB",
+            1,
+        ),
+        Measure::new(
+            "cold start: spawn to the first GET /next (connect, prepare, schema check, extension)",
+            format!("{:.1}", median(&mut cold_ms)),
+            "ms",
+            COLD_STARTS,
+        ),
+    ];
+    for (what, ms) in before_connecting {
+        measures.push(Measure::new(what, format!("{ms:.1}"), "ms", COLD_STARTS));
     }
-    println!(
-        "| peak RSS when ready (VmHWM) | {:.1} MiB |",
-        median(&mut idle_rss)
-    );
-    println!("| peak RSS after one {RSS_BATCH}-record batch (VmHWM, 1 run) | {batch_rss:.1} MiB |");
-    println!(
-        "| that batch: invocation | {:.0} ms ({stored} rows stored, {} failures reported) |",
-        invocation.as_secs_f64() * 1e3,
-        failures.map_or("?".to_string(), |n| n.to_string())
-    );
+    measures.extend([
+        Measure::new(
+            "peak RSS when ready (VmHWM)",
+            format!("{:.1}", median(&mut idle_rss)),
+            "MiB",
+            COLD_STARTS,
+        ),
+        Measure::new(
+            format!("peak RSS after one {RSS_BATCH}-record batch (VmHWM)"),
+            format!("{batch_rss:.1}"),
+            "MiB",
+            1,
+        ),
+        Measure::new(
+            "that batch: invocation",
+            format!("{:.0}", invocation.as_secs_f64() * 1e3),
+            "ms",
+            1,
+        ),
+        Measure::new("that batch: rows stored", stored.to_string(), "rows", 1),
+        Measure::new(
+            "that batch: failures reported",
+            failures.map_or("?".to_string(), |n| n.to_string()),
+            "records",
+            1,
+        ),
+    ]);
+
+    println!("| measure | value | median of |");
+    println!("| --- | ---: | ---: |");
+    let mut csv = String::from("measure,value,unit,samples\n");
+    for Measure {
+        what,
+        value,
+        unit,
+        samples,
+    } in &measures
+    {
+        println!("| {what} | {value} {unit} | {samples} |");
+        writeln!(csv, "{},{value},{unit},{samples}", args::field(what)).unwrap();
+    }
+    args::write_csv(&common.csv_beside("binary"), &csv);
+}
+
+/// One figure of the report: what it is, its value as printed and its unit, and how many
+/// measurements it is the median of.
+struct Measure {
+    what: String,
+    value: String,
+    unit: &'static str,
+    samples: usize,
+}
+
+impl Measure {
+    fn new(what: impl Into<String>, value: String, unit: &'static str, samples: usize) -> Measure {
+        Measure {
+            what: what.into(),
+            value,
+            unit,
+            samples,
+        }
+    }
 }
 
 /// Milliseconds from spawning the binary to its TCP connect to the database, on a loopback port

@@ -1,7 +1,8 @@
 //! End-to-end ingest benchmark: the real handler against the database's own limit, in one run.
 //!
 //! `make bench` starts a durable throw-away PostgreSQL (fsync and synchronous_commit on) and runs
-//! this with DATABASE_URL set; by hand: `cargo bench --bench ingest -- [--runs N] [--quick]`.
+//! this with DATABASE_URL set; by hand: `cargo bench --bench ingest -- [--runs N] [--quick]`
+//! (`-- --help` lists the options).
 //!
 //! For each batch size it generates realistic SQS records (see `benches/workload`) and measures,
 //! in the same process, against the same table and unique index, truncated before every pass:
@@ -15,7 +16,12 @@
 //! the median of each run's handler/COPY ratio, so a noisy neighbour moves both sides alike.
 //! Finally it starts the real release binary against a stub of the Lambda Runtime API to time
 //! the cold start and read the peak RSS after a 5,000-record batch (see `lambda_binary.rs`).
+//!
+//! Results go to stdout (markdown) and to CSV (`--csv`, and `-deployed.csv` and `-binary.csv`
+//! beside it), which `make bench` renders into docs/benchmarks.md.
 
+#[path = "../args/mod.rs"]
+mod args;
 #[path = "../database/mod.rs"]
 mod database;
 #[path = "../workload/mod.rs"]
@@ -30,9 +36,11 @@ mod lambda_binary;
 mod runtime_api;
 
 use std::collections::HashSet;
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsMessage;
+use clap::Parser;
 use login_etl::config::DatabaseConfig;
 use login_etl::handler::Processor;
 use login_etl::store::{Store, StoreOptions};
@@ -46,56 +54,53 @@ use database::{connect, fresh_database};
 
 const BENCH_DATABASE: &str = "login_etl_bench";
 
+/// End-to-end ingest: the real handler against binary COPY of the same rows (and the bulk-write
+/// candidates) in one run, then the deployed release binary: per batch, cold start, peak RSS.
+///
+/// Needs DATABASE_URL; `make bench` starts a durable PostgreSQL and runs it. The in-process
+/// table goes to --csv, the deployed binary's and its cold start's beside it (-deployed.csv,
+/// -binary.csv).
+#[derive(Parser)]
 struct Options {
+    /// Runs per batch size: throughput and ratios are medians over them
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 5,
+        default_value_if("quick", "true", "3")
+    )]
     runs: usize,
+    /// Batch sizes, comma-separated
+    #[arg(
+        long,
+        value_name = "N,...",
+        value_delimiter = ',',
+        default_value = "10,100,1000,5000"
+    )]
     sizes: Vec<usize>,
-    candidates: bool,
-    lambda_binary: bool,
-    /// Only the deployed binary against the in-process handler, and the cold start.
+    /// A quick look: 3 runs (unless --runs says otherwise), no candidates
+    #[arg(long)]
+    quick: bool,
+    /// Leave out the bulk-write candidates (benches/ingest/candidates.rs)
+    #[arg(long)]
+    no_candidates: bool,
+    /// Leave out the deployed release binary (its per-batch times, cold start and peak RSS)
+    #[arg(long)]
+    no_lambda_binary: bool,
+    /// Only the deployed binary against the in-process handler, and the cold start
+    #[arg(long)]
     deployed_only: bool,
+    #[command(flatten)]
+    common: args::Common,
 }
 
 impl Options {
-    fn from_args() -> Options {
-        let mut options = Options {
-            runs: 5,
-            sizes: vec![10, 100, 1000, 5000],
-            candidates: true,
-            lambda_binary: true,
-            deployed_only: false,
-        };
-        let mut args = std::env::args().skip(1);
-        while let Some(arg) = args.next() {
-            match arg.as_str() {
-                "--runs" => {
-                    options.runs = args
-                        .next()
-                        .and_then(|n| n.parse().ok())
-                        .expect("--runs takes a number")
-                }
-                "--sizes" => {
-                    options.sizes = args
-                        .next()
-                        .map(|list| {
-                            list.split(',')
-                                .map(|n| n.parse().expect("--sizes takes numbers"))
-                                .collect()
-                        })
-                        .expect("--sizes takes a list such as 10,1000")
-                }
-                "--quick" => {
-                    options.runs = 3;
-                    options.candidates = false;
-                }
-                "--no-candidates" => options.candidates = false,
-                "--no-lambda-binary" => options.lambda_binary = false,
-                "--deployed-only" => options.deployed_only = true,
-                // cargo bench passes --bench to harness = false targets.
-                "--bench" => {}
-                other => panic!("unknown option {other}; see benches/ingest/main.rs"),
-            }
-        }
-        options
+    fn candidates(&self) -> bool {
+        !(self.no_candidates || self.quick)
+    }
+
+    fn lambda_binary(&self) -> bool {
+        !self.no_lambda_binary || self.deployed_only
     }
 }
 
@@ -282,7 +287,7 @@ async fn print_machine(client: &Client) -> bool {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let options = Options::from_args();
+    let options: Options = args::parse();
     let server_url = std::env::var("DATABASE_URL").unwrap_or_else(|_| {
         panic!("DATABASE_URL must name a PostgreSQL server; `make bench` starts a durable one")
     });
@@ -309,18 +314,18 @@ async fn main() {
         processor: Processor::new(masker.clone(), store),
     };
 
-    let lambda_binary = options.lambda_binary || options.deployed_only;
+    let lambda_binary = options.lambda_binary();
     if lambda_binary {
         // First, while this process is small: a child forked from it and capped before exec
         // pays for tearing down the copy of its address space at the capped CPU's speed, which
         // a function started by Lambda does not.
-        lambda_binary::report(&bench.admin, &url).await;
+        lambda_binary::report(&bench.admin, &url, &options.common).await;
     }
     if !options.deployed_only {
         in_process_table(&mut bench, &options, &masker).await;
     }
     if lambda_binary {
-        lambda_binary::deployed(&mut bench, &url, &options.sizes, options.runs).await;
+        lambda_binary::deployed(&mut bench, &url, &options).await;
     }
 }
 
@@ -331,11 +336,12 @@ async fn in_process_table(bench: &mut Bench, options: &Options, masker: &Masker)
         options.runs
     );
     let mut paths = vec![Path::Handler, Path::Copy, Path::PlanOnly];
-    if options.candidates {
+    if options.candidates() {
         paths.extend(candidates::Candidate::ALL.map(Path::Candidate));
     }
     println!("| batch | path | records/s | x COPY | batch p50 ms | batch p99 ms |");
     println!("| ---: | --- | ---: | ---: | ---: | ---: |");
+    let mut csv = String::from("batch_size,path,records_per_s,x_copy,p50_ms,p99_ms,runs\n");
     for &size in &options.sizes {
         let batches = workload(size, records_per_pass(size), masker);
         let records: usize = batches.iter().map(|b| b.records.len()).sum();
@@ -362,14 +368,19 @@ async fn in_process_table(bench: &mut Bench, options: &Options, masker: &Masker)
             }
         }
         for (i, path) in paths.iter().enumerate() {
-            println!(
-                "| {size} | {} | {:.0} | {:.2} | {:.2} | {:.2} |",
-                path.name(),
-                median(&mut throughput[i]),
-                median(&mut ratios[i]),
-                percentile_ms(&mut latencies[i], 50.0),
-                percentile_ms(&mut latencies[i], 99.0),
-            );
+            let rate = median(&mut throughput[i]);
+            let x_copy = median(&mut ratios[i]);
+            let p50 = percentile_ms(&mut latencies[i], 50.0);
+            let p99 = percentile_ms(&mut latencies[i], 99.0);
+            let name = path.name();
+            println!("| {size} | {name} | {rate:.0} | {x_copy:.2} | {p50:.2} | {p99:.2} |");
+            writeln!(
+                csv,
+                "{size},{},{rate:.0},{x_copy:.2},{p50:.2},{p99:.2},{}",
+                args::field(name),
+                options.runs
+            )
+            .unwrap();
         }
     }
     println!(
@@ -380,4 +391,5 @@ async fn in_process_table(bench: &mut Bench, options: &Options, masker: &Masker)
         "benchmark process peak RSS: {:.1} MiB (holds every generated workload; see the Lambda binary below)",
         runtime_api::peak_rss_mib("self")
     );
+    args::write_csv(&options.common.csv, &csv);
 }

@@ -2,7 +2,9 @@
 //! writes, what they save retention, and the index size per partition.
 //!
 //! `make bench` runs it against its durable throw-away PostgreSQL; by hand:
-//! `cargo bench --bench partitions -- [--runs N] [--rows N] [--quick]`.
+//! `cargo bench --bench partitions -- [--runs N] [--rows N] [--quick]` (`-- --help` lists the
+//! options). Results go to stdout and to CSV (`--csv`, and `-retention.csv` beside it), which
+//! `make bench` renders into docs/benchmarks.md.
 //!
 //! Two databases, both migrated the same way: in one user_logins stays partitioned by day
 //! (migration 005), with the 90 past days' partitions a deployment keeping 90 days has; in the
@@ -15,13 +17,17 @@
 //! `DELETE ... WHERE create_date = today` followed by the VACUUM that gives the space back.
 //! Last, the upgrade: migration 005 turning the single table, loaded again, into partitions.
 
+#[path = "../args/mod.rs"]
+mod args;
 #[path = "../database/mod.rs"]
 mod database;
 #[path = "../workload/mod.rs"]
 mod workload;
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
+use clap::Parser;
 use login_etl::config::DatabaseConfig;
 use login_etl::handler::Processor;
 use login_etl::store::{Store, StoreOptions, MIGRATIONS};
@@ -44,38 +50,35 @@ DROP TABLE user_logins;
 ALTER TABLE user_logins_flat RENAME TO user_logins;
 COMMIT;";
 
+/// Partitions: user_logins partitioned by day against one table, in one run: the function's
+/// writes into each, the day's partition's size, ending a day's rows (DROP against DELETE and
+/// VACUUM), and migration 005 upgrading a loaded single table.
+///
+/// Needs DATABASE_URL; `make bench` starts a durable PostgreSQL and runs it. The writes go to
+/// --csv, the sizes, retention and upgrade beside it (-retention.csv).
+#[derive(Parser)]
 struct Options {
+    /// Runs of each batch size: the ratio is the median of the runs' ratios
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 5,
+        default_value_if("quick", "true", "3")
+    )]
     runs: usize,
+    /// Records loaded a pass (sent today, ~1% invalid, ~0.5% redelivered)
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 100_000,
+        default_value_if("quick", "true", "20000")
+    )]
     rows: usize,
-}
-
-impl Options {
-    fn from_args() -> Options {
-        let mut options = Options {
-            runs: 5,
-            rows: 100_000,
-        };
-        let mut args = std::env::args().skip(1);
-        while let Some(arg) = args.next() {
-            let mut number = |flag: &str| -> usize {
-                args.next()
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or_else(|| panic!("{flag} takes a number"))
-            };
-            match arg.as_str() {
-                "--runs" => options.runs = number("--runs"),
-                "--rows" => options.rows = number("--rows"),
-                "--quick" => {
-                    options.runs = 3;
-                    options.rows = 20_000;
-                }
-                // cargo bench passes --bench to harness = false targets.
-                "--bench" => {}
-                other => panic!("unknown option {other}; see benches/partitions/main.rs"),
-            }
-        }
-        options
-    }
+    /// A quick look: 3 runs of 20,000 records (unless --runs or --rows say otherwise)
+    #[arg(long)]
+    quick: bool,
+    #[command(flatten)]
+    common: args::Common,
 }
 
 /// One layout: its database, an admin connection and the function's processor on it.
@@ -150,7 +153,7 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let options = Options::from_args();
+    let options: Options = args::parse();
     let server_url = std::env::var("DATABASE_URL")
         .expect("DATABASE_URL: run `make bench`, or point it at a throw-away server");
     let partitioned = Layout::new(&server_url, "partitioned", true).await;
@@ -161,6 +164,9 @@ async fn main() {
         options.rows, options.runs
     );
     println!("batch | partitioned rec/s | unpartitioned rec/s | ratio (median of runs)");
+    let mut csv = String::from(
+        "batch_size,partitioned_records_per_s,unpartitioned_records_per_s,ratio,runs,records\n",
+    );
     for batch_size in BATCH_SIZES {
         let (mut ours, mut theirs, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
         for run in 0..options.runs {
@@ -181,13 +187,16 @@ async fn main() {
             theirs.push(f);
             ratios.push(p / f);
         }
-        println!(
-            "{batch_size:>5} | {:>17.0} | {:>19.0} | {:.2}",
-            median(ours),
-            median(theirs),
-            median(ratios)
-        );
+        let (ours, theirs, ratio) = (median(ours), median(theirs), median(ratios));
+        println!("{batch_size:>5} | {ours:>17.0} | {theirs:>19.0} | {ratio:.2}");
+        writeln!(
+            csv,
+            "{batch_size},{ours:.0},{theirs:.0},{ratio:.2},{},{}",
+            options.runs, options.rows
+        )
+        .unwrap();
     }
+    args::write_csv(&options.common.csv, &csv);
 
     // Sizes after the last load: the day's partition against the whole single table.
     let rows = partitioned.scalar("SELECT count(*) FROM user_logins").await;
@@ -203,12 +212,39 @@ async fn main() {
     let flat_index = flat
         .scalar("SELECT pg_relation_size('user_logins_flat_key')")
         .await;
+    let mib = |bytes: i64| bytes as f64 / 1048576.0;
     println!(
         "\n{rows} rows of one day: the day's partition {:.1} MiB of rows, its unique index {:.1} MiB ({:.0} bytes a row); the single table's index {:.1} MiB",
-        partition_heap as f64 / 1048576.0,
-        partition_index as f64 / 1048576.0,
+        mib(partition_heap),
+        mib(partition_index),
         partition_index as f64 / rows as f64,
-        flat_index as f64 / 1048576.0
+        mib(flat_index)
+    );
+    // Sizes, retention and the upgrade, one figure a line.
+    let mut figures = String::from("measure,value,unit\n");
+    let mut figure = |what: &str, value: String, unit: &str| {
+        writeln!(figures, "{},{value},{unit}", args::field(what)).unwrap();
+    };
+    figure("rows of one day", rows.to_string(), "rows");
+    figure(
+        "the day's partition: rows",
+        format!("{:.1}", mib(partition_heap)),
+        "MiB",
+    );
+    figure(
+        "the day's partition: unique index",
+        format!("{:.1}", mib(partition_index)),
+        "MiB",
+    );
+    figure(
+        "the day's partition: unique index a row",
+        format!("{:.0}", partition_index as f64 / rows as f64),
+        "bytes",
+    );
+    figure(
+        "the single table: unique index",
+        format!("{:.1}", mib(flat_index)),
+        "MiB",
     );
 
     // Retention: ending the day's rows. The 90 empty older days go first, untimed, so the timed
@@ -244,12 +280,33 @@ async fn main() {
         .await
         .unwrap();
     let vacuumed = started.elapsed();
+    let ms = |elapsed: Duration| elapsed.as_secs_f64() * 1e3;
+    let slower = vacuumed.as_secs_f64() / dropped.as_secs_f64();
     println!(
-        "ending the day's {rows} rows: drop the partition {:.1} ms; DELETE {:.1} ms, with the VACUUM {:.1} ms ({:.0}x the drop)",
-        dropped.as_secs_f64() * 1e3,
-        deleted.as_secs_f64() * 1e3,
-        vacuumed.as_secs_f64() * 1e3,
-        vacuumed.as_secs_f64() / dropped.as_secs_f64()
+        "ending the day's {rows} rows: drop the partition {:.1} ms; DELETE {:.1} ms, with the VACUUM {:.1} ms ({slower:.0}x the drop)",
+        ms(dropped),
+        ms(deleted),
+        ms(vacuumed),
+    );
+    figure(
+        "ending the day: drop its partition",
+        format!("{:.1}", ms(dropped)),
+        "ms",
+    );
+    figure(
+        "ending the day: DELETE its rows",
+        format!("{:.1}", ms(deleted)),
+        "ms",
+    );
+    figure(
+        "ending the day: DELETE, then the VACUUM that gives the space back",
+        format!("{:.1}", ms(vacuumed)),
+        "ms",
+    );
+    figure(
+        "ending the day: DELETE and VACUUM against the drop",
+        format!("{slower:.0}"),
+        "x",
     );
 
     // The upgrade of a table with rows: migration 005 on the single table, loaded once more.
@@ -269,4 +326,25 @@ async fn main() {
         upgrade * 1e3,
         rows as f64 / upgrade
     );
+    figure(
+        "migration 005 on a single table: rows",
+        rows.to_string(),
+        "rows",
+    );
+    figure(
+        "migration 005 on a single table: time",
+        format!("{:.0}", upgrade * 1e3),
+        "ms",
+    );
+    figure(
+        "migration 005 on a single table: rows copied",
+        format!("{:.0}", rows as f64 / upgrade),
+        "rows/s",
+    );
+    figure(
+        "migration 005 on a single table: partitions made",
+        partitions.to_string(),
+        "partitions",
+    );
+    args::write_csv(&options.common.csv_beside("retention"), &figures);
 }

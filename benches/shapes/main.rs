@@ -3,7 +3,8 @@
 //!
 //! `make bench-shapes` (or `make bench`) runs it against a durable throw-away PostgreSQL:
 //! `cargo bench --bench shapes -- [--quick] [--csv target/shapes.csv] [--memory 128,256]
-//! [--rtt 0,0.5] [--sizes 10,100] [--python .venv-anchor/bin/python]`.
+//! [--rtt 0,0.5] [--sizes 10,100] [--python .venv-anchor/bin/python]` (`-- --help` lists the
+//! options).
 //!
 //! For each round trip (a delay proxy in this process, `proxy.rs`) and memory size (a cgroup v1
 //! CPU quota per function, `cgroup.rs`), one fresh process of each function (its cold start
@@ -23,6 +24,8 @@
 //! Every function gets the same SqsEvent bytes (`benches/workload`), and after each cell the
 //! table's contents are hashed so Rust and Python are checked to store the same rows.
 
+#[path = "../args/mod.rs"]
+mod args;
 #[path = "../ingest/candidates.rs"]
 #[allow(dead_code)] // only the COPY baseline of the ingest benchmark's candidates is used here
 mod candidates;
@@ -44,6 +47,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use clap::Parser;
 use login_etl_core::batch::{plan_batch, LoginRow};
 use login_etl_core::mask::Masker;
 use time::OffsetDateTime;
@@ -82,59 +86,55 @@ impl Kind {
     }
 }
 
+/// Lambda shapes: the release binary, and the Python function most users would write instead,
+/// under the CPU of each Lambda memory size (a cgroup v1 quota: root) and a round trip to the
+/// database (a delay proxy), with a binary COPY of the same rows as the database's limit.
+///
+/// Needs DATABASE_URL and the Python anchor; `make bench-shapes` provides both and runs it.
+#[derive(Parser)]
 struct Options {
+    /// A quick look: memory sizes 256 and 1769 MB, a 0.5 ms round trip (unless --memory or --rtt
+    /// say otherwise), and a fifth of the batches
+    #[arg(long)]
     quick: bool,
+    /// Lambda memory sizes in MB, comma-separated: each function gets the CPU share of each
+    #[arg(
+        long,
+        value_name = "MB,...",
+        value_delimiter = ',',
+        default_value = "128,256,512,1024,1769",
+        default_value_if("quick", "true", "256,1769")
+    )]
     memory: Vec<u32>,
+    /// Round trips to the database the proxy adds, in ms, comma-separated
+    #[arg(
+        long = "rtt",
+        value_name = "MS,...",
+        value_delimiter = ',',
+        default_value = "0,0.5,1",
+        default_value_if("quick", "true", "0.5")
+    )]
     rtt_ms: Vec<f64>,
+    /// Batch sizes, comma-separated
+    #[arg(
+        long,
+        value_name = "N,...",
+        value_delimiter = ',',
+        default_value = "10,100,1000"
+    )]
     sizes: Vec<usize>,
-    csv: PathBuf,
+    /// The Python that runs the anchor (benches/python_anchor), with its packages installed
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv-anchor/bin/python")
+    )]
     python: PathBuf,
-}
-
-fn list<T: std::str::FromStr>(value: Option<String>, option: &str) -> Vec<T> {
-    value
-        .map(|list| {
-            list.split(',')
-                .map(|n| {
-                    n.parse()
-                        .unwrap_or_else(|_| panic!("{option} takes numbers"))
-                })
-                .collect()
-        })
-        .unwrap_or_else(|| panic!("{option} takes a list such as 10,100"))
+    #[command(flatten)]
+    common: args::Common,
 }
 
 impl Options {
-    fn from_args(args: Vec<String>) -> Options {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let mut options = Options {
-            quick: false,
-            memory: vec![128, 256, 512, 1024, 1769],
-            rtt_ms: vec![0.0, 0.5, 1.0],
-            sizes: vec![10, 100, 1000],
-            csv: root.join("target/shapes.csv"),
-            python: root.join(".venv-anchor/bin/python"),
-        };
-        let mut args = args.into_iter();
-        while let Some(arg) = args.next() {
-            match arg.as_str() {
-                "--quick" => {
-                    options.quick = true;
-                    options.memory = vec![256, 1769];
-                    options.rtt_ms = vec![0.5];
-                }
-                "--memory" => options.memory = list(args.next(), "--memory"),
-                "--rtt" => options.rtt_ms = list(args.next(), "--rtt"),
-                "--sizes" => options.sizes = list(args.next(), "--sizes"),
-                "--csv" => options.csv = args.next().expect("--csv takes a path").into(),
-                "--python" => options.python = args.next().expect("--python takes a path").into(),
-                "--bench" => {} // cargo bench passes it to harness = false targets
-                other => panic!("unknown option {other}; see benches/shapes/main.rs"),
-            }
-        }
-        options
-    }
-
     /// Measured batches per cell: enough for a median and a p99 (with fewer than 100 batches
     /// the p99 is the slowest), few enough that Python at 128 MB (about 1 s per 1,000-record
     /// batch) keeps the whole run near 20 minutes on 2 cores. The same for every function, so
@@ -551,12 +551,12 @@ async fn invoke(function: &mut Function, event: &[u8]) -> (Duration, usize) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let options: Options = args::parse();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    runtime.block_on(shapes(Options::from_args(args)));
+    runtime.block_on(shapes(options));
 }
 
 async fn shapes(options: Options) {
@@ -637,8 +637,7 @@ async fn shapes(options: Options) {
             "\nRust and Python stored the same rows (same count and digest) for every batch size."
         );
     }
-    std::fs::write(&bench.options.csv, &bench.csv).expect("write the CSV");
-    println!("wrote {}", bench.options.csv.display());
+    args::write_csv(&bench.options.common.csv, &bench.csv);
     println!(
         "cost: arm64 ${PRICE_PER_GB_SECOND} per GB-s (each batch's duration rounded up to the ms) + ${:.2} per million requests",
         PRICE_PER_REQUEST * 1e6
