@@ -1,6 +1,6 @@
 //! Talking to AWS without an SDK: the credentials and region Lambda puts in the environment,
 //! SigV4 signing (`aws-sigv4`, the SDK's own signer), and one JSON request over HTTPS. Used at
-//! start only: the secret (`secrets`) and, at every connect, the RDS auth token (`iam_auth`).
+//! start only: the secret (`secrets`) and, at every connect, the RDS auth token (`store::iam`).
 
 use std::fmt;
 use std::time::{Duration, SystemTime};

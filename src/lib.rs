@@ -7,8 +7,8 @@
 
 pub mod aws;
 pub mod config;
+pub mod config_error;
 pub mod handler;
-pub mod iam_auth;
 pub mod logging;
 pub mod secrets;
 pub mod shutdown;

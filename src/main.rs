@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lambda_runtime::{service_fn, LambdaEvent};
-use login_etl::config::{self, Config, ConfigError};
+use login_etl::config::{self, Config};
+use login_etl::config_error::ConfigError;
 use login_etl::handler::{HandlerError, Processor};
 use login_etl::secrets;
 use login_etl::shutdown::{self, Lifecycle};

@@ -21,7 +21,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::aws::{region, AwsCredentials, JsonCall, MissingSetting};
-use crate::config::{ConfigError, Credentials, CredentialsSource};
+use crate::config_error::ConfigError;
+use crate::store::{Credentials, CredentialsSource};
 
 /// The variable naming the secret of the keys (and, in the one-secret layout, the connection).
 pub const SECRET_VARIABLE: &str = "SECRET_ARN";

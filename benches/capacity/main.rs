@@ -49,9 +49,9 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsMessage;
 use clap::Parser;
-use login_etl::config::DatabaseConfig;
-use login_etl::config::StatementMode;
 use login_etl::handler::Processor;
+use login_etl::store::DatabaseConfig;
+use login_etl::store::StatementMode;
 use login_etl::store::{Store, StoreOptions};
 use login_etl_core::mask::Masker;
 use login_etl_test_support::pgbouncer::PoolMode;

@@ -41,8 +41,8 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsMessage;
 use clap::Parser;
-use login_etl::config::DatabaseConfig;
 use login_etl::handler::Processor;
+use login_etl::store::DatabaseConfig;
 use login_etl::store::{Store, StoreOptions};
 use login_etl_core::batch::{plan_batch, LoginRow};
 use login_etl_core::mask::Masker;

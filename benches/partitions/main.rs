@@ -28,8 +28,8 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use clap::Parser;
-use login_etl::config::DatabaseConfig;
 use login_etl::handler::Processor;
+use login_etl::store::DatabaseConfig;
 use login_etl::store::{Store, StoreOptions, MIGRATIONS};
 use login_etl_core::mask::Masker;
 use tokio::time::Instant;

@@ -4,7 +4,7 @@
 use login_etl_core::mask::{KeyTooShort, Masker};
 use login_etl_core::vault::RecoveryKey;
 
-use super::ConfigError;
+use crate::config_error::ConfigError;
 
 /// The id recorded with vault entries sealed by a key whose id variable is unset.
 pub const DEFAULT_RECOVERY_KEY_ID: &str = "r1";

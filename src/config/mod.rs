@@ -1,23 +1,18 @@
-//! Environment -> typed configuration. Every error names the variable to fix.
+//! Environment -> typed configuration. Every error names the variable to fix (`ConfigError`).
 //!
-//! - here: `Config`, assembled from the parts below, and the function's plain settings;
-//! - `database`: where PostgreSQL is (`DATABASE_URL` or `PG*`) and how statements reach it;
-//! - `tls`: libpq's `sslmode` and `sslrootcert` rules;
-//! - `iam`: `DATABASE_AUTH=iam`;
-//! - `keys`: the masking and recovery keys.
-
-use std::fmt;
+//! - here: `Config`, assembled from its parts, and the function's plain settings;
+//! - `keys`: the masking and recovery keys;
+//! - the database's settings are the store's own (`store::settings`, `store::sslmode`,
+//!   `store::iam`); the secrets are `secrets`'s.
 
 use login_etl_core::mask::Masker;
 
-mod database;
-mod iam;
 mod keys;
-mod tls;
 
-pub use database::{Credentials, CredentialsSource, DatabaseConfig, StatementMode};
 pub use keys::{masking_key, recovery_key, KeySlot, DEFAULT_RECOVERY_KEY_ID};
-pub use tls::{RootCertificates, SslMode};
+
+use crate::config_error::ConfigError;
+use crate::store::{DatabaseConfig, StatementMode};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -38,29 +33,6 @@ pub struct Config {
     /// before them is refused rather than stored and then deleted. Unset: no lower bound.
     pub retain_days: Option<u32>,
 }
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConfigError {
-    Missing {
-        variable: &'static str,
-        hint: &'static str,
-    },
-    Invalid {
-        variable: &'static str,
-        why: String,
-    },
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ConfigError::Missing { variable, hint } => write!(f, "{variable} is not set: {hint}"),
-            ConfigError::Invalid { variable, why } => write!(f, "{variable} is invalid: {why}"),
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 impl Config {
     /// Reads configuration through `lookup`: the environment with the secret's values over it
@@ -155,6 +127,7 @@ fn flag(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{RootCertificates, SslMode};
     use std::collections::HashMap;
     use std::path::PathBuf;
 

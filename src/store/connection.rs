@@ -12,6 +12,7 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, NoTls, Socket, Statement};
 
 use super::errors::{connect_detail, connect_error, describe, schema_error};
+use super::settings::{Credentials, DatabaseConfig, StatementMode};
 use super::sql::{
     begin_with_deadline, migration_script, COPY_ROWS, INSERT_ROWS, INSERT_ROWS_AND_VAULT,
     INSERT_ROWS_AND_VAULT_TYPES, INSERT_ROWS_TYPES, STORED_IDS,
@@ -19,7 +20,6 @@ use super::sql::{
 use super::tls::{self, Tls};
 use super::write::milliseconds_until;
 use super::StoreError;
-use crate::config::{Credentials, DatabaseConfig, StatementMode};
 
 /// The longest we wait for a connection, so a dead host yields a retryable error well before
 /// the invocation deadline rather than a timeout of the whole function.

@@ -5,7 +5,7 @@ use std::fmt;
 
 use tokio_postgres::error::SqlState;
 
-use crate::config::DatabaseConfig;
+use super::settings::DatabaseConfig;
 
 /// Why the store could not do its job for the whole batch.
 #[derive(Debug)]

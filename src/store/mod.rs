@@ -12,7 +12,10 @@
 
 mod connection;
 mod errors;
+mod iam;
+mod settings;
 mod sql;
+mod sslmode;
 mod tls;
 mod write;
 
@@ -24,16 +27,17 @@ use std::sync::Mutex;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 
-use crate::config::{DatabaseConfig, StatementMode};
-
 pub use connection::connect_client;
 use connection::{Connection, Target, SERVER_ANSWER_GRACE};
 pub use errors::StoreError;
 use errors::{classify, describe, ErrorKind};
+pub use iam::IamAuth;
 use login_etl_core::batch::{KeyIds, LoginRow};
 use login_etl_core::failure::{Failure, Reason};
 use login_etl_core::fifo::{GroupGate, QueueKind};
+pub use settings::{Credentials, CredentialsSource, DatabaseConfig, StatementMode};
 pub use sql::{COPY_COLUMNS, COPY_COLUMN_TYPES, COPY_ROWS, MIGRATIONS};
+pub use sslmode::{RootCertificates, SslMode};
 pub use write::copy_values;
 use write::Attempt;
 

@@ -6,8 +6,9 @@ use std::path::Path;
 use native_tls::{Certificate, TlsConnector, TlsConnectorBuilder};
 use postgres_native_tls::MakeTlsConnector;
 
+use super::settings::DatabaseConfig;
+use super::sslmode::{RootCertificates, SslMode};
 use super::StoreError;
-use crate::config::{DatabaseConfig, RootCertificates, SslMode};
 
 /// How the function's connections are made: in plain TCP, or through native-tls.
 #[derive(Clone)]

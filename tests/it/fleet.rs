@@ -203,7 +203,7 @@ async fn prepared_statements_behind_a_transaction_pooler_fail_naming_the_setting
     capture_logs();
     let db = TestDb::new().await;
     let bouncer = PgBouncer::start(PoolMode::Transaction, 2);
-    let config = login_etl::config::DatabaseConfig::from_url(&bouncer.url_for(&db)).unwrap();
+    let config = login_etl::store::DatabaseConfig::from_url(&bouncer.url_for(&db)).unwrap();
     let processor = processor_on(config).await;
     // Closes the server connections the function prepared on, as PgBouncer does whenever a
     // server connection ages out or the pool shrinks.
@@ -469,14 +469,14 @@ async fn environments_reaching_the_deadline_at_once_leave_pgbouncer_serving() {
     const ROUNDS: usize = 12;
     let db = TestDb::new().await;
     let mut bouncer = PgBouncer::start(PoolMode::Transaction, 3);
-    let config = login_etl::config::DatabaseConfig::from_url(&bouncer.url_for(&db)).unwrap();
+    let config = login_etl::store::DatabaseConfig::from_url(&bouncer.url_for(&db)).unwrap();
     let mut environments = Vec::new();
     for _ in 0..INSTANCES {
         let masker = login_etl_core::mask::Masker::new(KEY.as_bytes()).unwrap();
         let processor = processor_with(
             config.clone(),
             masker,
-            login_etl::config::StatementMode::Unnamed,
+            login_etl::store::StatementMode::Unnamed,
         )
         .await;
         environments.push(std::sync::Arc::new(processor));
@@ -672,11 +672,11 @@ async fn behind_pgbouncer_a_failing_server_login_is_named_in_the_error() {
         &format!(":{}/", server.port),
         &format!(":{}/", bouncer.port),
     );
-    let config = || login_etl::config::DatabaseConfig::from_url(&through).unwrap();
+    let config = || login_etl::store::DatabaseConfig::from_url(&through).unwrap();
     let warm = processor_with(
         config(),
         login_etl_core::mask::Masker::new(KEY.as_bytes()).unwrap(),
-        login_etl::config::StatementMode::Unnamed,
+        login_etl::store::StatementMode::Unnamed,
     )
     .await;
     server.pg_ctl(&["stop", "-m", "fast"]);
@@ -686,7 +686,7 @@ async fn behind_pgbouncer_a_failing_server_login_is_named_in_the_error() {
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let options = login_etl::store::StoreOptions {
-        statement_mode: login_etl::config::StatementMode::Unnamed,
+        statement_mode: login_etl::store::StatementMode::Unnamed,
         ..Default::default()
     };
     let cold = login_etl::store::Store::connect(config(), options, in_seconds(10))

@@ -2,8 +2,8 @@
 //! and a database that goes away.
 
 use crate::common::*;
-use login_etl::config::StatementMode;
 use login_etl::handler::HandlerError;
+use login_etl::store::StatementMode;
 use login_etl::store::{Store, StoreError, StoreOptions, MIGRATIONS};
 use login_etl_core::failure::Reason;
 use serde_json::json;
@@ -407,7 +407,7 @@ fn fifo_record(id: &str, group: &str, body: &str) -> aws_lambda_events::event::s
 async fn a_database_that_goes_away_fails_the_batch_and_recovers_without_a_restart() {
     let db = TestDb::new().await;
     let proxy = Proxy::start(server_port()).await;
-    let config = login_etl::config::DatabaseConfig::from_url(&proxy.url_for(&db)).unwrap();
+    let config = login_etl::store::DatabaseConfig::from_url(&proxy.url_for(&db)).unwrap();
     let processor = processor_on(config).await;
     let batch = |prefix: &str| -> Vec<_> {
         (0..5)

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use crate::common::*;
-use login_etl::config::DatabaseConfig;
-use login_etl::config::StatementMode;
+use login_etl::store::DatabaseConfig;
+use login_etl::store::StatementMode;
 use login_etl_core::failure::Reason;
 use serde_json::json;
 use tokio::time::Instant;

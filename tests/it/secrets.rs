@@ -6,8 +6,9 @@
 use crate::common::emulator::{self, Emulator};
 use crate::common::moto::SecretsManager;
 use crate::common::*;
-use login_etl::config::{Config, DatabaseConfig};
+use login_etl::config::Config;
 use login_etl::secrets;
+use login_etl::store::DatabaseConfig;
 use login_etl::store::MIGRATIONS;
 use login_etl_test_support::hand_to_postgres_user;
 use serde_json::json;

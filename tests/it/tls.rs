@@ -6,8 +6,8 @@ use std::process::Command;
 
 use crate::common::*;
 use login_etl::aws::AwsCredentials;
-use login_etl::config::DatabaseConfig;
-use login_etl::iam_auth::IamAuth;
+use login_etl::store::DatabaseConfig;
+use login_etl::store::IamAuth;
 use login_etl::store::{Store, StoreError, StoreOptions};
 
 /// A CA, a server certificate for the name `localhost` only, and an unrelated second CA.

@@ -7,8 +7,10 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use login_etl::config::{masking_key, recovery_key, ConfigError, DatabaseConfig, KeySlot};
+use login_etl::config::{masking_key, recovery_key, KeySlot};
+use login_etl::config_error::ConfigError;
 use login_etl::store::connect_client;
+use login_etl::store::DatabaseConfig;
 use login_etl_core::mask::Masker;
 use login_etl_core::vault::{PiiKind, RecoveryKey};
 use login_etl_pii::lifecycle::{forget, maintain_partitions, Person};

@@ -17,9 +17,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lambda_events::event::sqs::SqsMessage;
 use hmac::{Hmac, KeyInit, Mac};
-use login_etl::config::DatabaseConfig;
-use login_etl::config::StatementMode;
 use login_etl::handler::Processor;
+use login_etl::store::DatabaseConfig;
+use login_etl::store::StatementMode;
 use login_etl::store::{Store, StoreOptions, MIGRATIONS};
 use login_etl_core::mask::Masker;
 use serde_json::json;

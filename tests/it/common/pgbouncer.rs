@@ -3,7 +3,7 @@
 
 use std::ops::{Deref, DerefMut};
 
-use login_etl::config::DatabaseConfig;
+use login_etl::store::DatabaseConfig;
 pub use login_etl_test_support::pgbouncer::PoolMode;
 
 use super::{admin_url, server_port, url_through, TestDb};

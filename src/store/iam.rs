@@ -1,10 +1,14 @@
-//! RDS IAM database authentication: instead of a password, a token, which is a SigV4-presigned
-//! `connect` request for one host, port, user and region, valid 15 minutes. The store makes a
-//! fresh one at every connect and reconnect, so none expires in use.
+//! RDS IAM database authentication (`DATABASE_AUTH=iam`): instead of a password, a token, which
+//! is a SigV4-presigned `connect` request for one host, port, user and region, valid 15 minutes.
+//! The store makes a fresh one at every connect and reconnect, so none expires in use. Here too:
+//! the check of the rest of the database settings that IAM authentication needs.
 
 use std::time::{Duration, SystemTime};
 
-use crate::aws::{presigned, query_escaped, AwsCredentials, AwsError};
+use super::settings::DatabaseConfig;
+use super::sslmode::SslMode;
+use crate::aws::{presigned, query_escaped, region, AwsCredentials, AwsError, MissingSetting};
+use crate::config_error::ConfigError;
 
 /// How long a token is valid: RDS accepts at most 15 minutes.
 pub const TOKEN_LIFETIME: Duration = Duration::from_secs(900);
@@ -48,6 +52,46 @@ impl IamAuth {
             TOKEN_LIFETIME,
             (self.clock)(),
         )
+    }
+}
+
+impl DatabaseConfig {
+    /// Connects with an RDS auth token instead of a password. A token is a credential, so it
+    /// goes only over TLS; and it is signed for one host name.
+    pub(super) fn with_iam_auth(
+        mut self,
+        lookup: &impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let refuse = |why: &str| {
+            Err(ConfigError::Invalid {
+                variable: "DATABASE_AUTH",
+                why: format!("with iam, {why}"),
+            })
+        };
+        if matches!(self.ssl_mode, SslMode::Disable | SslMode::Prefer) {
+            return refuse(&format!(
+                "sslmode must be require, verify-ca or verify-full, not {}: the token is a credential",
+                self.ssl_mode.name()
+            ));
+        }
+        if self.connection.get_hosts().len() != 1 {
+            return refuse("DATABASE_URL must name one host: a token is signed for one host name");
+        }
+        if self.connection.get_password().is_some() {
+            return refuse(
+                "DATABASE_URL and PGPASSWORD must hold no password: the token is the password",
+            );
+        }
+        const NEEDED_FOR: &str =
+            "DATABASE_AUTH=iam signs tokens with the function's AWS credentials and region (Lambda sets them)";
+        let missing = |MissingSetting { variable }| ConfigError::Missing {
+            variable,
+            hint: NEEDED_FOR,
+        };
+        let credentials = AwsCredentials::from_lookup(lookup).map_err(missing)?;
+        let region = region(lookup).map_err(missing)?;
+        self.iam_auth = Some(IamAuth::new(credentials, region));
+        Ok(self)
     }
 }
 

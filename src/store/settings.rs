@@ -1,14 +1,15 @@
-//! Where and how to reach PostgreSQL: `DATABASE_URL` (a libpq URL) or the `PG*` variables, and
-//! how statements are sent (`PREPARED_STATEMENTS`).
+//! The store's own settings: where and how to reach PostgreSQL, `DATABASE_URL` (a libpq URL) or
+//! the `PG*` variables, how statements are sent (`PREPARED_STATEMENTS`), and where rotated
+//! credentials are read again.
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use super::tls::{checked_tls, RootCertificates, SslMode};
-use super::ConfigError;
-use crate::iam_auth::IamAuth;
+use super::iam::IamAuth;
+use super::sslmode::{checked_tls, RootCertificates, SslMode};
+use crate::config_error::ConfigError;
 
 /// Where and how to connect to PostgreSQL.
 #[derive(Clone)]

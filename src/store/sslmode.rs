@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use super::ConfigError;
+use crate::config_error::ConfigError;
 
 /// How to use TLS towards PostgreSQL, with libpq's meanings of `sslmode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
