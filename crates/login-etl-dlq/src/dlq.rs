@@ -318,10 +318,14 @@ impl DeadLetters {
             .into_iter()
             .partition(|m| ids.iter().any(|id| m.message_id() == Some(id.as_str())));
         let mut moved = Vec::new();
-        for chunk in chosen.chunks(PER_CALL) {
+        let chunks: Vec<&[Message]> = chosen.chunks(PER_CALL).collect();
+        for (i, chunk) in chunks.iter().enumerate() {
             match self.send_back(source, fifo, chunk.to_vec()).await {
                 Ok(done) => moved.extend(done),
                 Err(error) => {
+                    // The chunks not tried yet are visible again too.
+                    let untried: Vec<Message> = chunks[i + 1..].concat();
+                    self.release(&untried).await?;
                     self.release(&left).await?;
                     return Err(error);
                 }
@@ -342,20 +346,45 @@ impl DeadLetters {
     /// Sends `messages` (at most ten) to the source queue, each with `login-etl-redrive-of`,
     /// then deletes those sent from here. A message is in one queue or, for the moment between
     /// the two calls, in both: never in none. Sent twice (a delete that failed, a redrive run
-    /// again), it is still one row: both copies name the same original.
+    /// again), it is still one row: both copies name the same original. On any failure the
+    /// messages not deleted are made visible again at once, so that the next run sees them.
     async fn send_back(
         &self,
         source: &str,
         fifo: bool,
         messages: Vec<Message>,
     ) -> Result<Vec<Moved>, String> {
+        let mut deleted = vec![false; messages.len()];
+        let sent = self
+            .send_and_delete(source, fifo, &messages, &mut deleted)
+            .await;
+        if sent.is_err() {
+            let left: Vec<Message> = messages
+                .into_iter()
+                .zip(&deleted)
+                .filter(|(_, deleted)| !**deleted)
+                .map(|(message, _)| message)
+                .collect();
+            // Best effort: SQS makes them visible after HIDE_WHILE_READING anyway.
+            let _ = self.release(&left).await;
+        }
+        sent
+    }
+
+    async fn send_and_delete(
+        &self,
+        source: &str,
+        fifo: bool,
+        messages: &[Message],
+        deleted: &mut [bool],
+    ) -> Result<Vec<Moved>, String> {
         if messages.is_empty() {
             return Ok(Vec::new());
         }
-        let mut outgoing = Vec::with_capacity(messages.len());
-        for message in &messages {
-            outgoing.push(Outgoing::of(message)?);
-        }
+        let outgoing = messages
+            .iter()
+            .map(Outgoing::of)
+            .collect::<Result<Vec<_>, _>>()?;
         let entries = outgoing
             .iter()
             .enumerate()
@@ -382,13 +411,35 @@ impl DeadLetters {
             .send()
             .await
             .map_err(|e| failed("SendMessageBatch", e))?;
+        let name = |entry_id: &str| {
+            entry_id
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| outgoing.get(i))
+                .map_or("?", |out| out.id.as_str())
+        };
         let mut new_ids: Vec<Option<String>> = vec![None; outgoing.len()];
         for entry in sent.successful() {
-            if let Ok(i) = entry.id().parse::<usize>() {
-                if let Some(slot) = new_ids.get_mut(i) {
-                    *slot = Some(entry.message_id().to_owned());
-                }
+            if let Some(slot) = entry
+                .id()
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| new_ids.get_mut(i))
+            {
+                *slot = Some(entry.message_id().to_owned());
             }
+        }
+        let mut problems: Vec<String> = Vec::new();
+        if !sent.failed().is_empty() {
+            let refused: Vec<String> = sent
+                .failed()
+                .iter()
+                .map(|f| format!("{} ({})", name(f.id()), f.code()))
+                .collect();
+            problems.push(format!(
+                "SendMessageBatch refused {}: still in the dead-letter queue",
+                refused.join(", ")
+            ));
         }
         let deletes: Vec<DeleteMessageBatchRequestEntry> = new_ids
             .iter()
@@ -402,7 +453,7 @@ impl DeadLetters {
                     .expect("id and receipt handle are set")
             })
             .collect();
-        let mut not_deleted: Vec<String> = Vec::new();
+        const AGAIN: &str = "they were sent back but are still in the dead-letter queue; redriving them again is harmless (each keeps its original's row)";
         if !deletes.is_empty() {
             match self
                 .client
@@ -412,46 +463,46 @@ impl DeadLetters {
                 .send()
                 .await
             {
-                Ok(deleted) => not_deleted.extend(deleted.failed().iter().map(|f| {
-                    let i: usize = f.id().parse().unwrap_or(usize::MAX);
-                    let id = outgoing.get(i).map_or("?", |o| o.id.as_str());
-                    format!("{id} ({})", f.code())
-                })),
+                Ok(done) => {
+                    for entry in done.successful() {
+                        if let Some(slot) = entry
+                            .id()
+                            .parse::<usize>()
+                            .ok()
+                            .and_then(|i| deleted.get_mut(i))
+                        {
+                            *slot = true;
+                        }
+                    }
+                    if !done.failed().is_empty() {
+                        let kept: Vec<String> = done
+                            .failed()
+                            .iter()
+                            .map(|f| format!("{} ({})", name(f.id()), f.code()))
+                            .collect();
+                        problems.push(format!(
+                            "DeleteMessageBatch failed for {}: {AGAIN}",
+                            kept.join(", ")
+                        ));
+                    }
+                }
                 Err(e) => {
-                    return Err(format!(
-                        "{}; the messages were sent back but are still in the dead-letter queue: redriving them again is harmless (each keeps its original's row)",
-                        failed("DeleteMessageBatch", e)
-                    ))
+                    let kept: Vec<&str> = outgoing
+                        .iter()
+                        .zip(&new_ids)
+                        .filter(|(_, new_id)| new_id.is_some())
+                        .map(|(out, _)| out.id.as_str())
+                        .collect();
+                    problems.push(format!(
+                        "{} for {}: {AGAIN}",
+                        failed("DeleteMessageBatch", e),
+                        kept.join(", ")
+                    ));
                 }
             }
         }
-        let refused: Vec<String> = sent
-            .failed()
-            .iter()
-            .map(|f| {
-                let i: usize = f.id().parse().unwrap_or(usize::MAX);
-                let id = outgoing.get(i).map_or("?", |o| o.id.as_str());
-                format!("{id} ({})", f.code())
-            })
-            .collect();
-        if !refused.is_empty() || !not_deleted.is_empty() {
-            let mut error = String::new();
-            if !refused.is_empty() {
-                error.push_str(&format!(
-                    "SendMessageBatch refused {}; they are still in the dead-letter queue",
-                    refused.join(", ")
-                ));
-            }
-            if !not_deleted.is_empty() {
-                if !error.is_empty() {
-                    error.push_str("; ");
-                }
-                error.push_str(&format!(
-                    "DeleteMessageBatch failed for {}: they were sent back but are still in the dead-letter queue; redriving them again is harmless (each keeps its original's row)",
-                    not_deleted.join(", ")
-                ));
-            }
-            return Err(error);
+        if !problems.is_empty() {
+            return Err(problems.join("; "));
         }
         Ok(outgoing
             .into_iter()
