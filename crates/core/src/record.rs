@@ -4,8 +4,8 @@
 //! body's MD5, the region, a map of all system attributes and one of the message attributes,
 //! each an allocation. The planner reads seven values of them (messageId, body, eventSourceARN,
 //! the attributes SentTimestamp, ApproximateReceiveCount and MessageGroupId, and the one message
-//! attribute the dead-letter tool sets, `login-etl-redrive-of`, `redrive.rs`). Deserializing a 1,000-record event into
-//! `SqsEvent` was most of what the deployed binary adds to the handler's time
+//! attribute the dead-letter tool sets, `login-etl-redrive-of`, `redrive.rs`). Deserializing a
+//! 1,000-record event into `SqsEvent` was most of what the deployed binary adds to the handler's time
 //! (docs/benchmarks.md, "The deployed binary against the in-process handler"), so the function
 //! deserializes `LeanSqsEvent`, which keeps only those and skips the rest unparsed into
 //! values. Tests and the dead-letter tool keep using
