@@ -124,6 +124,13 @@ impl Processor {
             tracing::error!(error = %e, "batch rejected");
             HandlerError::Batch(e)
         })?;
+        for ignored in &plan.ignored_redrives {
+            tracing::warn!(
+                message_id = %ignored.message_id,
+                why = %ignored.why,
+                "redrive attribute login-etl-redrive-of ignored; the message is stored under the messageId it was delivered with"
+            );
+        }
         let report = self
             .store
             .write(&plan.rows, &plan.key_ids, deadline, plan.queue)
@@ -139,7 +146,14 @@ impl Processor {
             report.failures,
         );
         for failure in &outcome.failures {
-            tracing::warn!(message_id = %failure.message_id, reason = %failure.reason, "message not stored");
+            match &failure.redrive_of {
+                Some(original) => {
+                    tracing::warn!(message_id = %failure.message_id, redrive_of = %original, reason = %failure.reason, "message not stored")
+                }
+                None => {
+                    tracing::warn!(message_id = %failure.message_id, reason = %failure.reason, "message not stored")
+                }
+            }
         }
         let duration_ms = started.elapsed().as_secs_f64() * 1e3;
         if let Some(emf) = &self.metrics {

@@ -14,6 +14,7 @@ mod lambda_emulator;
 mod partitions;
 mod properties;
 mod recovery;
+mod redrive;
 mod reliability;
 mod secrets;
 mod sqs_e2e;

@@ -12,7 +12,6 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::process::Command;
 use std::time::Duration;
 
 use crate::common::lambda::{Code, Function, Mapping, MappingSettings};
@@ -471,15 +470,21 @@ async fn a_bad_configuration_is_an_init_error_through_localstacks_api() {
 }
 
 /// Runs `login-etl-dlq` on LocalStack's SQS: (success, stdout, stderr).
-fn dlq_tool(args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(built_binary(
+async fn dlq_tool(args: &[&str]) -> (bool, String, String) {
+    dlq_tool_at(&localstack::endpoint(), args).await
+}
+
+/// Runs `login-etl-dlq` on the SQS endpoint `endpoint` (LocalStack's, or a proxy in front of it).
+async fn dlq_tool_at(endpoint: &str, args: &[&str]) -> (bool, String, String) {
+    let output = tokio::process::Command::new(built_binary(
         "login-etl-dlq",
         "cargo build -p login-etl-dlq",
     ))
-    .args(["--endpoint-url", &localstack::endpoint()])
+    .args(["--endpoint-url", endpoint])
     .args(args)
     .envs(localstack::ENV.iter().copied())
     .output()
+    .await
     .expect("login-etl-dlq runs");
     (
         output.status.success(),
@@ -488,23 +493,37 @@ fn dlq_tool(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// The id `login-etl-dlq redrive` reports for `id` in the source queue (`moved <id> as <new>`).
+fn sent_back_as(report: &str, id: &str) -> String {
+    let prefix = format!("moved {id} as ");
+    report
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{id} not moved: {report}"))
+        .to_owned()
+}
+
 /// An operator's dead letters: one message the function cannot read, and one the database
 /// refused (a rule since removed). `login-etl-dlq list` says why each is there without deleting
-/// anything or showing a value; `redrive` sends the one that now passes back, where the function
-/// stores it; `redrive --all` empties the dead-letter queue by an SQS message-move task.
+/// anything or showing a value. Then the refused one is sent back three times (issue 24, 3): by
+/// `redrive --message-id` twice, each time through an SQS that refuses the delete from the
+/// dead-letter queue (so it is sent back and still a dead letter, and the tool says so), then by
+/// `redrive --all`, which also sends the unreadable one back. Three copies with three new
+/// messageIds, each carrying `login-etl-redrive-of`: one row, under the original's id. The
+/// unreadable one is dead again, listed as a redrive of its original.
 #[tokio::test(flavor = "multi_thread")]
-async fn dead_letters_are_explained_without_values_and_redriven_once_they_pass() {
+async fn dead_letters_are_explained_without_values_and_redriven_into_one_row_however_often() {
     let db = TestDb::new().await;
     db.refuse_banned_user().await;
     let function = function_on("login-dlq", Code::DebugBinary, &db.url).await;
     let queue = TestQueue::standard("login-dlq", VISIBILITY_SECS, Some(1)).await;
-    let banned = json!({
-        "user_id": "banned", "app_version": "2.3.0", "device_type": "ios",
-        "ip": "203.0.113.9", "locale": "RU", "device_id": "123-45-6789"
-    })
-    .to_string();
+    // Written as Python's json.dumps writes it: LocalStack's mapping re-serialises every body so
+    // (docs/ESM.md), and the redrive attribute binds the body's exact bytes; on AWS the body
+    // reaches the function as it was sent.
+    let banned = r#"{"user_id": "banned", "app_version": "2.3.0", "device_type": "ios", "ip": "203.0.113.9", "locale": "RU", "device_id": "123-45-6789"}"#;
     let sent = queue
-        .send_all(&[login_body(1), NOT_A_LOGIN.to_owned(), banned])
+        .send_all(&[login_body(1), NOT_A_LOGIN.to_owned(), banned.to_owned()])
         .await;
     let (good, unreadable, refused) = (&sent[0], &sent[1], &sent[2]);
     let mapping = Mapping::create(&queue, &function, MappingSettings::default()).await;
@@ -512,14 +531,14 @@ async fn dead_letters_are_explained_without_values_and_redriven_once_they_pass()
         queue.depth().await == (0, 0, 0) && queue.dead_letter_depth().await.0 == 2
     })
     .await;
-    // The mapping stops here, so that the redriven message below waits in the queue.
+    // The mapping stops here, so that the redriven messages below wait in the queue.
     drop(mapping);
     assert_eq!(db.stored_message_ids().await, std::slice::from_ref(good));
     let dlq = queue.dlq_url.clone().unwrap();
 
-    let (ok, listed, errors) = dlq_tool(&["--dlq-url", &dlq, "list"]);
+    let (ok, listed, errors) = dlq_tool(&["--dlq-url", &dlq, "list"]).await;
     assert!(ok, "{errors}");
-    let line_of = |id: &str| {
+    let line_of = |listed: &str, id: &str| {
         listed
             .lines()
             .find(|l| l.starts_with(id))
@@ -527,9 +546,12 @@ async fn dead_letters_are_explained_without_values_and_redriven_once_they_pass()
             .to_owned()
     };
     assert_eq!(listed.lines().count(), 2, "{listed}");
-    assert!(line_of(unreadable).contains("refused: "), "{listed}");
     assert!(
-        line_of(refused).contains("passes validation now"),
+        line_of(&listed, unreadable).contains("refused: "),
+        "{listed}"
+    );
+    assert!(
+        line_of(&listed, refused).contains("passes validation now"),
         "{listed}"
     );
     for line in listed.lines() {
@@ -551,44 +573,92 @@ async fn dead_letters_are_explained_without_values_and_redriven_once_they_pass()
     })
     .await;
 
-    // The rule is gone: the refused message now passes. Only it goes back.
+    // The rule is gone: the refused message now passes. It is sent back, but the delete from the
+    // dead-letter queue fails; the tool says so and makes it visible again at once, and the
+    // operator runs the redrive again (the same failure, a second copy).
     db.client()
         .await
         .batch_execute("ALTER TABLE user_logins DROP CONSTRAINT no_banned_users")
         .await
         .unwrap();
-    let (ok, report, errors) = dlq_tool(&["--dlq-url", &dlq, "redrive", "--message-id", refused]);
-    assert!(ok, "{errors}");
-    assert!(report.contains(&format!("moved {refused}")), "{report}");
-    let _mapping = Mapping::create(&queue, &function, MappingSettings::default()).await;
-    eventually("the redriven message stored", &function, || async {
-        db.count().await == 2 && queue.depth().await == (0, 0, 0)
-    })
-    .await;
-    let (_, listed, _) = dlq_tool(&["--dlq-url", &dlq, "list"]);
-    assert_eq!(listed.lines().count(), 1, "{listed}");
-    assert!(listed.starts_with(unreadable.as_str()), "{listed}");
-    eventually("the last dead letter visible again", &function, || async {
-        queue.dead_letter_depth().await == (1, 0, 0)
-    })
-    .await;
+    let no_deletes = localstack::RefusingProxy::start("DeleteMessageBatch").await;
+    for _ in 0..2 {
+        let (ok, report, errors) = dlq_tool_at(
+            &no_deletes.url,
+            &["--dlq-url", &dlq, "redrive", "--message-id", refused],
+        )
+        .await;
+        assert!(!ok, "the delete was refused, yet: {report}");
+        assert!(
+            errors.contains(refused.as_str())
+                && errors.contains("redriving them again is harmless"),
+            "{errors}"
+        );
+        assert_eq!(queue.dead_letter_depth().await.0, 2, "{errors}");
+    }
+    drop(no_deletes);
+    assert_eq!(
+        queue.depth().await.0,
+        2,
+        "two copies of the refused message"
+    );
 
-    // Everything back, by SQS's own message-move task; the mapping takes it, the function
-    // refuses it again, and with maxReceiveCount 1 it is a dead letter once more.
-    let (ok, report, errors) = dlq_tool(&["--dlq-url", &dlq, "redrive", "--all"]);
+    // Everything back: the refused message a third time, and the unreadable one.
+    let (ok, report, errors) = dlq_tool(&["--dlq-url", &dlq, "redrive", "--all"]).await;
     assert!(ok, "{report} {errors}");
+    assert!(report.starts_with("moved 2 messages back"), "{report}");
+    let unreadable_again = sent_back_as(&report, unreadable);
+    sent_back_as(&report, refused);
+    assert_eq!(queue.dead_letter_depth().await.0, 0, "{report}");
+    assert_eq!(queue.depth().await.0, 4, "{report}");
+
+    let _mapping = Mapping::create(&queue, &function, MappingSettings::default()).await;
     eventually(
-        "the message moved back and dead again",
+        "three copies stored as one row, the unreadable one dead again",
         &function,
         || async {
-            function
-                .lines_with("message not stored")
-                .iter()
-                .filter(|l| l.contains(unreadable.as_str()))
-                .count()
-                >= 2
+            db.count().await == 2
+                && queue.depth().await == (0, 0, 0)
+                && queue.dead_letter_depth().await.0 == 1
         },
     )
     .await;
-    assert_eq!(db.count().await, 2);
+    assert_eq!(
+        db.stored_message_ids().await,
+        sorted(vec![good.clone(), refused.clone()]),
+        "the row is under the original's id; the function said:\n{}",
+        function.log()
+    );
+    let tally = |name: &str| -> usize {
+        function
+            .lines_with("batch processed")
+            .iter()
+            .map(|line| field(line, name))
+            .sum()
+    };
+    // The good message and one copy stored; the other two copies are duplicates (more, should
+    // SQS deliver a copy twice).
+    assert_eq!(tally("stored"), 2, "the function said:\n{}", function.log());
+    assert!(
+        tally("duplicates") >= 2,
+        "the function said:\n{}",
+        function.log()
+    );
+    assert!(
+        function
+            .lines_with("message not stored")
+            .iter()
+            .any(|l| l.contains(unreadable_again.as_str())
+                && l.contains(&format!("redrive_of={unreadable}"))),
+        "the function said:\n{}",
+        function.log()
+    );
+    let (ok, listed, errors) = dlq_tool(&["--dlq-url", &dlq, "list"]).await;
+    assert!(ok, "{errors}");
+    assert_eq!(listed.lines().count(), 1, "{listed}");
+    let line = line_of(&listed, &unreadable_again);
+    assert!(
+        line.contains(&format!("redrive_of={unreadable}")) && line.contains("refused: "),
+        "{listed}"
+    );
 }

@@ -13,13 +13,21 @@ use crate::failure::{Failure, Reason};
 use crate::fifo::{GroupGate, QueueKind};
 use crate::login::LoginEvent;
 use crate::mask::Masker;
-use crate::record::{SqsRecord, SENT_TIMESTAMP_FORM};
+use crate::record::{sent_timestamp_millis, SqsRecord, SENT_TIMESTAMP_FORM};
+use crate::redrive::{self, Original};
 use crate::vault::PiiKind;
 
 /// One `user_logins` row, masked and ready to insert.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoginRow {
+    /// The row's identity, its `message_id` column: the messageId SQS delivered the message
+    /// under or, for a message the dead-letter tool sent back, the original message's
+    /// (`redrive.rs`), so that every redrive of a message is one row.
     pub message_id: String,
+    /// The messageId SQS delivered the message under, when it is not `message_id` (a redrive):
+    /// the one `batchItemFailures` must name, as SQS knows no other. `None` for every other
+    /// message (no copy of the id).
+    pub delivered_as: Option<String>,
     pub user_id: String,
     pub device_type: String,
     pub masked_ip: String,
@@ -37,11 +45,20 @@ pub struct LoginRow {
     /// SQS delivers this message for the first time (`ApproximateReceiveCount` is 1), so it
     /// cannot be stored yet: the store skips looking its id up. Only a hint: should a message
     /// be delivered twice at once, the unique index on (message_id, create_date) still keeps one row.
+    /// Never set for a redrive: delivered once under its new id, it may be stored under the
+    /// original's.
     pub first_receive: bool,
     /// Where the message stands in the batch as delivered (the response keeps that order).
     pub position: usize,
     /// On a FIFO queue, the message's group (`MessageGroupId`): order holds within a group only.
     pub message_group: Option<String>,
+}
+
+impl LoginRow {
+    /// The messageId SQS delivered the message under: the one a failure reports.
+    pub fn delivered_id(&self) -> &str {
+        self.delivered_as.as_deref().unwrap_or(&self.message_id)
+    }
 }
 
 /// The ids of the keys a batch was masked and sealed with, stored beside the rows.
@@ -66,12 +83,25 @@ pub struct BatchPlan {
     /// Messages planned into no row: those that are not valid login events (`Reason::Rejected`)
     /// and, on FIFO queues, every later message of the same group (`Reason::HeldBack`).
     pub failures: Vec<Failure>,
-    /// The same messageId more than once in this batch: stored (or failed) once, reported once.
+    /// The same row identity more than once in this batch (a messageId delivered twice, or a
+    /// message and its redrive): stored (or failed) once, reported once.
     pub repeated_in_batch: usize,
+    /// Messages whose `login-etl-redrive-of` attribute failed the guard (`redrive.rs`) and was
+    /// ignored: each is planned under the messageId it was delivered with. The handler logs
+    /// each once, without a value.
+    pub ignored_redrives: Vec<IgnoredRedrive>,
     /// On a FIFO queue, after a failure nothing later of the same message group may be stored,
     /// or the group's order breaks; other groups go on (`fifo.rs`).
     pub queue: QueueKind,
     pub key_ids: KeyIds,
+}
+
+/// A message whose redrive attribute was ignored, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IgnoredRedrive {
+    /// The messageId it was delivered with, under which it is planned.
+    pub message_id: String,
+    pub why: redrive::Ignored,
 }
 
 /// A batch we cannot plan at all; the handler returns it as a function error.
@@ -151,13 +181,32 @@ pub fn plan_batch<R: SqsRecord>(
     Ok(Planner::new(records, masker, dates.into())?.finish())
 }
 
+/// Who a record is: the messageId it was delivered with and, for a redrive that passed the
+/// guard, the original it names.
+#[derive(Debug, Clone, Copy)]
+struct Identity<'a> {
+    delivered: &'a str,
+    original: Option<Original<'a>>,
+}
+
+impl<'a> Identity<'a> {
+    /// The row's identity: the original's messageId for a redrive, else the delivered one.
+    fn row_id(&self) -> &'a str {
+        self.original
+            .map_or(self.delivered, |original| original.message_id)
+    }
+}
+
 /// Plans a batch one record at a time.
 struct Planner<'a, R> {
     records: &'a [R],
+    /// Each record's identity, by position.
+    identities: Vec<Identity<'a>>,
     /// The positions of `records` in the order they are planned (see `BatchPlan::rows`).
     order: Vec<usize>,
     masker: &'a Masker,
     dates: Dates,
+    /// The row identities planned so far.
     seen: HashSet<&'a str>,
     groups: GroupGate<'a>,
     plan: BatchPlan,
@@ -173,14 +222,37 @@ impl<'a, R: SqsRecord> Planner<'a, R> {
                 malformed: records[position].malformed().map(str::to_owned),
             });
         }
+        let mut ignored_redrives = Vec::new();
+        let identities: Vec<Identity<'a>> = records
+            .iter()
+            .map(|record| {
+                let delivered = message_id_of(record).expect("checked above");
+                let original = record.redrive_of().and_then(|value| {
+                    redrive::original(value, record.body().unwrap_or(""))
+                        .map_err(|why| {
+                            ignored_redrives.push(IgnoredRedrive {
+                                message_id: delivered.to_owned(),
+                                why,
+                            })
+                        })
+                        .ok()
+                });
+                Identity {
+                    delivered,
+                    original,
+                }
+            })
+            .collect();
         let queue = records.first().map(QueueKind::of).unwrap_or_default();
         let mut order: Vec<usize> = (0..records.len()).collect();
         if !queue.is_fifo() {
-            // Stable, so of an id repeated in the batch the first delivery is the one planned.
-            order.sort_by_key(|&position| message_id_of(&records[position]));
+            // By row identity, the lock order. Stable, so of an identity repeated in the batch
+            // the first delivery is the one planned.
+            order.sort_by_key(|&position| identities[position].row_id());
         }
         Ok(Planner {
             records,
+            identities,
             order,
             masker,
             dates,
@@ -194,6 +266,7 @@ impl<'a, R: SqsRecord> Planner<'a, R> {
                     mask: masker.key_id().to_owned(),
                     vault: masker.recovery_key_id().map(str::to_owned),
                 },
+                ignored_redrives,
                 ..BatchPlan::default()
             },
         })
@@ -208,13 +281,14 @@ impl<'a, R: SqsRecord> Planner<'a, R> {
 
     fn plan_record(&mut self, position: usize) {
         let record = &self.records[position];
-        let message_id = message_id_of(record).expect("checked in Planner::new");
-        if !self.seen.insert(message_id) {
+        let identity = self.identities[position];
+        if !self.seen.insert(identity.row_id()) {
             self.plan.repeated_in_batch += 1;
             return;
         }
         let fail = |reason: Reason| Failure {
-            message_id: message_id.to_owned(),
+            message_id: identity.delivered.to_owned(),
+            redrive_of: identity.original.map(|o| o.message_id.to_owned()),
             reason,
             position,
         };
@@ -228,7 +302,7 @@ impl<'a, R: SqsRecord> Planner<'a, R> {
             self.plan.failures.push(fail(Reason::HeldBack));
             return;
         }
-        match row_from(record, message_id, position, self.masker, self.dates) {
+        match row_from(record, identity, position, self.masker, self.dates) {
             Ok(row) => self.plan.rows.push(LoginRow {
                 message_group: group.map(str::to_owned),
                 ..row
@@ -245,16 +319,17 @@ fn message_id_of(record: &impl SqsRecord) -> Option<&str> {
     record.message_id().filter(|id| !id.is_empty())
 }
 
-/// SQS delivers the message for the first time (`ApproximateReceiveCount` is 1).
-fn first_receive(record: &impl SqsRecord) -> bool {
-    record.approximate_receive_count() == Some("1")
+/// SQS delivers the message for the first time (`ApproximateReceiveCount` is 1) and it is not a
+/// redrive (delivered once under a new id, it may be stored under the original's).
+fn first_receive(record: &impl SqsRecord, identity: Identity) -> bool {
+    identity.original.is_none() && record.approximate_receive_count() == Some("1")
 }
 
 /// The row of a valid message, or why the message is rejected (the field and the rule, never a
 /// value: the text of `Reason::Rejected`).
 fn row_from(
     record: &impl SqsRecord,
-    message_id: &str,
+    identity: Identity,
     position: usize,
     masker: &Masker,
     dates: Dates,
@@ -262,6 +337,7 @@ fn row_from(
     if let Some(malformed) = record.malformed() {
         return Err(malformed.to_owned());
     }
+    let message_id = identity.row_id();
     // Bytes bound characters from above: count characters only for a long id.
     if message_id.len() > MESSAGE_ID_MAX_CHARS && message_id.chars().count() > MESSAGE_ID_MAX_CHARS
     {
@@ -271,11 +347,20 @@ fn row_from(
     }
     let body = record.body().unwrap_or("");
     let event = LoginEvent::parse(body).map_err(|rejection| rejection.to_string())?;
-    let sent_date = sent_date(record, dates)?;
+    // A redrive is dated as the original was, so that it meets the original's row.
+    let sent_date = match identity.original {
+        Some(original) => sent_date(
+            Some(original.sent_timestamp),
+            "the original SentTimestamp (messageAttributes.login-etl-redrive-of)",
+            dates,
+        )?,
+        None => sent_date(record.sent_timestamp(), "attributes.SentTimestamp", dates)?,
+    };
     let masked_ip = masker.mask_ip(event.ip);
     let masked_device_id = masker.mask_device_id(&event.device_id);
     Ok(LoginRow {
         message_id: message_id.to_owned(),
+        delivered_as: identity.original.map(|_| identity.delivered.to_owned()),
         user_id: event.user_id.into_owned(),
         device_type: event.device_type.into_owned(),
         sealed_ip: masker.seal(PiiKind::Ip, &masked_ip, event.ip),
@@ -286,41 +371,38 @@ fn row_from(
         app_version: event.app_version.encoded(),
         create_date: sent_date.unwrap_or(dates.today),
         fallback_date: sent_date.is_none(),
-        first_receive: first_receive(record),
+        first_receive: first_receive(record, identity),
         position,
         // Set by the planner, for FIFO batches.
         message_group: None,
     })
 }
 
-/// The UTC date the message was first sent, so a redelivery yields the same row; None where SQS
-/// gave no `SentTimestamp` (hand-written events), and the row is dated today.
+/// The UTC date the message was first sent (`sent`, named `path` in a reason), so a redelivery
+/// yields the same row; None where SQS gave no `SentTimestamp` (hand-written events), and the
+/// row is dated today.
 ///
 /// One rule for every form: the digits SQS writes and nothing else (no sign, space or
 /// fraction; a JSON number is refused when the event is read, `record.rs`), and a date within
 /// `dates`.
-fn sent_date(record: &impl SqsRecord, dates: Dates) -> Result<Option<Date>, String> {
-    let Some(sent) = record.sent_timestamp() else {
+fn sent_date(sent: Option<&str>, path: &str, dates: Dates) -> Result<Option<Date>, String> {
+    let Some(sent) = sent else {
         return Ok(None);
     };
-    let refused = || format!("attributes.SentTimestamp is refused: {SENT_TIMESTAMP_FORM}");
-    // 15 digits reach the year 33658: anything longer is not a date SQS could write.
-    if sent.is_empty() || sent.len() > 15 || !sent.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(refused());
-    }
-    let millis: i64 = sent.parse().map_err(|_| refused())?;
+    let refused = || format!("{path} is refused: {SENT_TIMESTAMP_FORM}");
+    let millis = sent_timestamp_millis(sent).ok_or_else(refused)?;
     let date = OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
         .map_err(|_| refused())?
         .date();
     if date > dates.today + time::Duration::days(1) {
-        return Err(
-            "attributes.SentTimestamp dates the message more than a day after today (UTC): refused, as its row would stay in the default partition".into(),
-        );
+        return Err(format!(
+            "{path} dates the message more than a day after today (UTC): refused, as its row would stay in the default partition"
+        ));
     }
     if dates.oldest.is_some_and(|oldest| date < oldest) {
-        return Err(
-            "attributes.SentTimestamp dates the message before the days kept (RETAIN_DAYS): refused, as the partition job would delete its row".into(),
-        );
+        return Err(format!(
+            "{path} dates the message before the days kept (RETAIN_DAYS): refused, as the partition job would delete its row"
+        ));
     }
     Ok(Some(date))
 }
@@ -614,5 +696,175 @@ mod tests {
         // Without a retention every past date is kept, as before.
         let old = plan_batch(&[sent("old", &day(-700))], &masker(), TODAY).unwrap();
         assert_eq!(old.rows.len(), 1);
+    }
+
+    /// `message` sent back by the dead-letter tool as `new_id`, `days_later` days after the
+    /// original was sent, with the attribute the tool writes.
+    fn redrive_of(original: &SqsMessage, new_id: &str, days_later: i64) -> SqsMessage {
+        let sent = original.sent_timestamp().unwrap();
+        let body = original.body().unwrap();
+        let mut m = message(new_id, body);
+        let later: i64 = sent.parse::<i64>().unwrap() + days_later * 86_400_000;
+        m.attributes
+            .insert("SentTimestamp".into(), later.to_string());
+        m.attributes
+            .insert("ApproximateReceiveCount".into(), "1".into());
+        with_attribute(
+            m,
+            &redrive::mark(original.message_id().unwrap(), sent, body),
+        )
+    }
+
+    fn with_attribute(mut m: SqsMessage, value: &str) -> SqsMessage {
+        let mut attribute = aws_lambda_events::event::sqs::SqsMessageAttribute::default();
+        attribute.string_value = Some(value.to_owned());
+        attribute.data_type = Some("String".into());
+        m.message_attributes
+            .insert(redrive::ATTRIBUTE.into(), attribute);
+        m
+    }
+
+    /// Issue 24, 3: a redrive is stored under the original's id and date, is looked up (it may
+    /// be stored already), and is reported under the id SQS delivered it with.
+    #[test]
+    fn a_redrive_is_the_originals_row_and_is_reported_under_its_own_id() {
+        let original = message("orig", GOOD);
+        // Sent back three days later, delivered for the first time under its new id.
+        let redriven = redrive_of(&original, "new-1", 3);
+        let plan = plan_batch(std::slice::from_ref(&redriven), &masker(), TODAY).unwrap();
+        assert!(plan.failures.is_empty() && plan.ignored_redrives.is_empty());
+        let row = &plan.rows[0];
+        assert_eq!(row.message_id, "orig");
+        assert_eq!(row.delivered_as.as_deref(), Some("new-1"));
+        assert_eq!(row.delivered_id(), "new-1");
+        // The original's date (1700000000000 ms), not the redrive's three days later.
+        assert_eq!(row.create_date, date!(2023 - 11 - 14));
+        assert!(!row.fallback_date);
+        assert!(!row.first_receive, "a redrive may be stored already");
+        // The same row as the original's, but for the delivered id.
+        let first = plan_batch(&[original], &masker(), TODAY).unwrap().rows;
+        assert_eq!(
+            LoginRow {
+                delivered_as: None,
+                first_receive: false,
+                ..row.clone()
+            },
+            LoginRow {
+                first_receive: false,
+                ..first[0].clone()
+            }
+        );
+        // Not stored: SQS is told of the id it delivered.
+        let failure = Failure::of(row, Reason::NotConfirmed);
+        assert_eq!(failure.message_id, "new-1");
+        assert_eq!(failure.redrive_of.as_deref(), Some("orig"));
+        let outcome = BatchOutcome::new(plan, 0, 0, vec![failure]);
+        let reported: Vec<_> = outcome
+            .response()
+            .batch_item_failures
+            .into_iter()
+            .map(|f| f.item_identifier)
+            .collect();
+        assert_eq!(reported, ["new-1"]);
+    }
+
+    /// The original and any number of its redrives in one batch are one row; the one planned is
+    /// the first delivered, and the row goes in the lock order by its identity.
+    #[test]
+    fn a_message_and_its_redrives_in_one_batch_are_one_row() {
+        let original = message("m-orig", GOOD);
+        let again = redrive_of(&original, "a-redrive", 1);
+        let twice = redrive_of(&original, "z-redrive", 2);
+        let other = message("m-other", GOOD);
+        let plan = plan_batch(&[twice.clone(), other, original, again], &masker(), TODAY).unwrap();
+        let rows: Vec<(&str, &str)> = plan
+            .rows
+            .iter()
+            .map(|r| (r.message_id.as_str(), r.delivered_id()))
+            .collect();
+        assert_eq!(rows, [("m-orig", "z-redrive"), ("m-other", "m-other")]);
+        assert_eq!(plan.repeated_in_batch, 2);
+        // A redrive that is not a login fails under its own id, naming the original in the log.
+        let bad = message("bad-orig", "[]");
+        let plan = plan_batch(&[redrive_of(&bad, "bad-new", 1)], &masker(), TODAY).unwrap();
+        assert_eq!(plan.failures[0].message_id, "bad-new");
+        assert_eq!(plan.failures[0].redrive_of.as_deref(), Some("bad-orig"));
+    }
+
+    /// The guard: an attribute not made by the tool for this body is ignored, the message is
+    /// planned under its own id (a first receive, as any other), and the plan says why, without
+    /// a value.
+    #[test]
+    fn an_attribute_copied_onto_another_message_or_misshapen_is_ignored() {
+        let original = message("orig", GOOD);
+        // A producer copied the attributes of a redriven message onto its next message.
+        let copied = redrive_of(&original, "unused", 0)
+            .message_attributes
+            .remove(redrive::ATTRIBUTE)
+            .unwrap()
+            .string_value
+            .unwrap();
+        let mut next = with_attribute(message("next", &GOOD.replace("u1", "u2")), &copied);
+        next.attributes
+            .insert("ApproximateReceiveCount".into(), "1".into());
+        let digest = copied.rsplit(' ').next().unwrap();
+        let overlong = with_attribute(
+            message("overlong", GOOD),
+            &format!("{} 1700000000000 {digest}", "a".repeat(129)),
+        );
+        let ip_as_id = with_attribute(
+            message("ip-as-id", GOOD),
+            &format!("199.172.111.135 1700000000000 {digest}"),
+        );
+        let plan = plan_batch(&[next, overlong, ip_as_id], &masker(), TODAY).unwrap();
+        let rows: Vec<(&str, Option<&str>, bool)> = plan
+            .rows
+            .iter()
+            .map(|r| {
+                (
+                    r.message_id.as_str(),
+                    r.delivered_as.as_deref(),
+                    r.first_receive,
+                )
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("ip-as-id", None, false),
+                ("next", None, true),
+                ("overlong", None, false)
+            ]
+        );
+        let ignored: Vec<(&str, redrive::Ignored)> = plan
+            .ignored_redrives
+            .iter()
+            .map(|i| (i.message_id.as_str(), i.why))
+            .collect();
+        assert_eq!(
+            ignored,
+            [
+                ("next", redrive::Ignored::Body),
+                ("overlong", redrive::Ignored::MessageId),
+                ("ip-as-id", redrive::Ignored::MessageId),
+            ]
+        );
+    }
+
+    /// The original's date obeys the rules of every date (`Dates`).
+    #[test]
+    fn a_redrive_whose_original_is_past_retention_is_refused_naming_the_attribute() {
+        let original = message("orig", GOOD);
+        let plan = plan_batch(
+            &[redrive_of(&original, "new", 1)],
+            &masker(),
+            Dates::keeping(TODAY, Some(30)),
+        )
+        .unwrap();
+        assert_eq!(
+            plan.failures[0].reason.to_string(),
+            "the original SentTimestamp (messageAttributes.login-etl-redrive-of) dates the message before the days kept (RETAIN_DAYS): refused, as the partition job would delete its row"
+        );
+        assert_eq!(plan.failures[0].message_id, "new");
     }
 }

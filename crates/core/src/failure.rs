@@ -10,7 +10,11 @@ use crate::batch::LoginRow;
 /// A message that will be reported in `batchItemFailures`, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
+    /// The messageId SQS delivered the message under: the one `batchItemFailures` names.
     pub message_id: String,
+    /// For a message the dead-letter tool sent back, the original messageId its row is stored
+    /// under (`redrive.rs`), for the log.
+    pub redrive_of: Option<String>,
     pub reason: Reason,
     /// Where the message stands in the batch as delivered.
     pub position: usize,
@@ -20,7 +24,8 @@ impl Failure {
     /// A planned row that was not stored, and why.
     pub fn of(row: &LoginRow, reason: Reason) -> Self {
         Failure {
-            message_id: row.message_id.clone(),
+            message_id: row.delivered_id().to_owned(),
+            redrive_of: row.delivered_as.as_ref().map(|_| row.message_id.clone()),
             reason,
             position: row.position,
         }

@@ -121,7 +121,7 @@ impl Masker {
     }
 }
 
-fn to_lower_hex(bytes: &[u8]) -> String {
+pub(crate) fn to_lower_hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut hex = Vec::with_capacity(bytes.len() * 2);
     for &byte in bytes {

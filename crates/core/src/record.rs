@@ -2,9 +2,10 @@
 //!
 //! `aws_lambda_events`' `SqsEvent` keeps every field of every record: the receipt handle, the
 //! body's MD5, the region, a map of all system attributes and one of the message attributes,
-//! each an allocation. The planner reads six values of them (messageId, body, eventSourceARN,
-//! and the attributes SentTimestamp, ApproximateReceiveCount and MessageGroupId). Deserializing a 1,000-record event into
-//! `SqsEvent` was most of what the deployed binary adds to the handler's time
+//! each an allocation. The planner reads seven values of them (messageId, body, eventSourceARN,
+//! the attributes SentTimestamp, ApproximateReceiveCount and MessageGroupId, and the one message
+//! attribute the dead-letter tool sets, `login-etl-redrive-of`, `redrive.rs`). Deserializing a
+//! 1,000-record event into `SqsEvent` was most of what the deployed binary adds to the handler's time
 //! (docs/benchmarks.md, "The deployed binary against the in-process handler"), so the function
 //! deserializes `LeanSqsEvent`, which keeps only those and skips the rest unparsed into
 //! values. Tests and the dead-letter tool keep using
@@ -13,6 +14,8 @@
 use aws_lambda_events::event::sqs::SqsMessage;
 use serde::de;
 use serde::Deserialize;
+
+use crate::redrive::ATTRIBUTE as REDRIVE_ATTRIBUTE;
 
 /// The fields of an SQS record the planner reads.
 pub trait SqsRecord: Sync {
@@ -24,6 +27,10 @@ pub trait SqsRecord: Sync {
     fn approximate_receive_count(&self) -> Option<&str>;
     /// `MessageGroupId`, on FIFO queues.
     fn message_group_id(&self) -> Option<&str>;
+    /// The `stringValue` of the message attribute `login-etl-redrive-of`, which the dead-letter
+    /// tool sets on a message it sends back (`redrive.rs`); what it says is honoured only when
+    /// it passes the guard there.
+    fn redrive_of(&self) -> Option<&str>;
     /// Why the record is not shaped as an SQS record (a path and the expected type, no value);
     /// such a record fails alone.
     fn malformed(&self) -> Option<&str> {
@@ -52,6 +59,11 @@ impl SqsRecord for SqsMessage {
     fn message_group_id(&self) -> Option<&str> {
         self.attributes.get("MessageGroupId").map(String::as_str)
     }
+    fn redrive_of(&self) -> Option<&str> {
+        self.message_attributes
+            .get(REDRIVE_ATTRIBUTE)
+            .and_then(|attribute| attribute.string_value.as_deref())
+    }
 }
 
 /// The SQS event as the function reads it: the records, with what the planner needs.
@@ -76,6 +88,9 @@ pub struct LeanSqsMessage {
     pub body: Option<String>,
     pub event_source_arn: Option<String>,
     pub attributes: LeanSqsAttributes,
+    /// `messageAttributes.login-etl-redrive-of.stringValue`; every other message attribute is
+    /// skipped.
+    pub redrive_of: Option<String>,
     /// Why the record is not an SQS record as Lambda delivers them (its path and the expected
     /// type, never the value); `None` when it is one.
     pub malformed: Option<String>,
@@ -93,6 +108,15 @@ pub struct LeanSqsAttributes {
 pub const SENT_TIMESTAMP_FORM: &str =
     "it must be milliseconds since 1970 as a string of decimal digits, as SQS sends it";
 
+/// The milliseconds of a `SentTimestamp` written as SQS writes it (decimal digits, nothing else),
+/// or `None`. 15 digits reach the year 33658: anything longer is not a date SQS could write.
+pub fn sent_timestamp_millis(text: &str) -> Option<i64> {
+    if text.is_empty() || text.len() > 15 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
 /// A record as it came, each field as it was shaped.
 #[derive(Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -105,6 +129,24 @@ struct RawRecord {
     event_source_arn: Text,
     #[serde(default)]
     attributes: Shaped<RawAttributes>,
+    #[serde(default)]
+    message_attributes: Shaped<RawMessageAttributes>,
+}
+
+/// The message attributes the planner reads: only the dead-letter tool's.
+#[derive(Default, Deserialize)]
+struct RawMessageAttributes {
+    #[serde(default, rename = "login-etl-redrive-of")]
+    redrive_of: Shaped<RawMessageAttribute>,
+}
+
+/// One message attribute as Lambda delivers it: `{"stringValue": ..., "dataType": "String", ...}`;
+/// only the string value is read.
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawMessageAttribute {
+    #[serde(default)]
+    string_value: Text,
 }
 
 #[derive(Default, Deserialize)]
@@ -151,13 +193,14 @@ impl From<Shaped<RawRecord>> for LeanSqsMessage {
             }
         };
         const A_STRING: &str = "a string was expected";
+        const AN_OBJECT: &str = "an object was expected";
         let message_id = text("messageId", record.message_id, A_STRING);
         let body = text("body", record.body, A_STRING);
         let event_source_arn = text("eventSourceARN", record.event_source_arn, A_STRING);
         let attributes = match record.attributes {
             Shaped::Absent => LeanSqsAttributes::default(),
             Shaped::Other(kind) => {
-                text("attributes", Text::Other(kind), "an object was expected");
+                text("attributes", Text::Other(kind), AN_OBJECT);
                 LeanSqsAttributes::default()
             }
             Shaped::Object(raw) => LeanSqsAttributes {
@@ -174,15 +217,31 @@ impl From<Shaped<RawRecord>> for LeanSqsMessage {
                 message_group_id: text("attributes.MessageGroupId", raw.message_group_id, A_STRING),
             },
         };
+        let redrive_of = match record.message_attributes {
+            Shaped::Absent => None,
+            Shaped::Other(kind) => text("messageAttributes", Text::Other(kind), AN_OBJECT),
+            Shaped::Object(raw) => match raw.redrive_of {
+                Shaped::Absent => None,
+                Shaped::Other(kind) => text(REDRIVE_PATH, Text::Other(kind), AN_OBJECT),
+                Shaped::Object(attribute) => {
+                    text(REDRIVE_VALUE_PATH, attribute.string_value, A_STRING)
+                }
+            },
+        };
         LeanSqsMessage {
             message_id,
             body,
             event_source_arn,
             attributes,
+            redrive_of,
             malformed: (!problems.is_empty()).then(|| problems.join("; ")),
         }
     }
 }
+
+/// The paths of the dead-letter tool's attribute, as a reason names them.
+const REDRIVE_PATH: &str = "messageAttributes.login-etl-redrive-of";
+const REDRIVE_VALUE_PATH: &str = "messageAttributes.login-etl-redrive-of.stringValue";
 
 /// A JSON string, or what came instead; `null` and a missing field are `Absent`.
 #[derive(Default)]
@@ -344,6 +403,9 @@ impl SqsRecord for LeanSqsMessage {
     fn message_group_id(&self) -> Option<&str> {
         self.attributes.message_group_id.as_deref()
     }
+    fn redrive_of(&self) -> Option<&str> {
+        self.redrive_of.as_deref()
+    }
     fn malformed(&self) -> Option<&str> {
         self.malformed.as_deref()
     }
@@ -360,13 +422,16 @@ mod tests {
          "attributes": {"ApproximateReceiveCount": "2", "SentTimestamp": "1700000000000",
                         "SenderId": "AID", "ApproximateFirstReceiveTimestamp": "1700000000040",
                         "MessageGroupId": "g1"},
-         "messageAttributes": {"k": {"stringValue": "v", "dataType": "String"}},
+         "messageAttributes": {"k": {"stringValue": "v", "dataType": "String"},
+                               "login-etl-redrive-of": {"stringValue": "m0 1699999999999 ab",
+                                                        "stringListValues": [], "binaryListValues": [],
+                                                        "dataType": "String"}},
          "md5OfBody": "x", "eventSource": "aws:sqs",
          "eventSourceARN": "arn:aws:sqs:us-east-1:0:q.fifo", "awsRegion": "us-east-1"},
         {"messageId": null, "body": null, "attributes": null}
     ]}"#;
 
-    fn fields(record: &impl SqsRecord) -> [Option<&str>; 6] {
+    fn fields(record: &impl SqsRecord) -> [Option<&str>; 7] {
         [
             record.message_id(),
             record.body(),
@@ -374,6 +439,7 @@ mod tests {
             record.sent_timestamp(),
             record.approximate_receive_count(),
             record.message_group_id(),
+            record.redrive_of(),
         ]
     }
 
@@ -394,9 +460,10 @@ mod tests {
                 Some("1700000000000"),
                 Some("2"),
                 Some("g1"),
+                Some("m0 1699999999999 ab"),
             ]
         );
-        assert_eq!(fields(&lean.records[1]), [None; 6]);
+        assert_eq!(fields(&lean.records[1]), [None; 7]);
     }
 
     /// Issue 22, 5: a record or a field of the wrong JSON type fails that record alone, with a
@@ -436,5 +503,53 @@ mod tests {
             assert!(error.starts_with("Records is"), "{error}");
             assert!(!error.contains("203.0.113.77"), "{error}");
         }
+    }
+
+    /// The dead-letter tool's attribute is read as Lambda delivers it; a wrong JSON type fails
+    /// the record alone, naming the path and never the value; an attribute of another data type
+    /// (no `stringValue`) is no attribute, and the other message attributes are skipped whatever
+    /// their shape.
+    #[test]
+    fn the_redrive_attribute_is_read_with_the_same_care_as_the_rest() {
+        const VALUE: &str = "203.0.113.77 123-45-6789";
+        let event = format!(
+            r#"{{"Records": [
+                {{"messageId": "m1", "messageAttributes": {{"other": "{VALUE}", "login-etl-redrive-of": {{"stringValue": "{VALUE}", "dataType": "String"}}}}}},
+                {{"messageId": "m2", "messageAttributes": "{VALUE}"}},
+                {{"messageId": "m3", "messageAttributes": {{"login-etl-redrive-of": "{VALUE}"}}}},
+                {{"messageId": "m4", "messageAttributes": {{"login-etl-redrive-of": {{"stringValue": ["{VALUE}"]}}}}}},
+                {{"messageId": "m5", "messageAttributes": {{"login-etl-redrive-of": {{"binaryValue": "AAEC", "dataType": "Binary"}}}}}},
+                {{"messageId": "m6", "messageAttributes": null}}
+            ]}}"#
+        );
+        let lean: LeanSqsEvent = serde_json::from_str(&event).unwrap();
+        let read: Vec<(Option<&str>, Option<&str>)> = lean
+            .records
+            .iter()
+            .map(|r| (r.redrive_of(), r.malformed()))
+            .collect();
+        assert_eq!(
+            read,
+            [
+                (Some(VALUE), None),
+                (None, Some("messageAttributes is a string; an object was expected")),
+                (
+                    None,
+                    Some("messageAttributes.login-etl-redrive-of is a string; an object was expected")
+                ),
+                (
+                    None,
+                    Some("messageAttributes.login-etl-redrive-of.stringValue is an array; a string was expected")
+                ),
+                (None, None),
+                (None, None),
+            ]
+        );
+        // aws_lambda_events' SqsMessage reads the same value.
+        let full: SqsMessage = serde_json::from_str(
+            &format!(r#"{{"messageId": "m1", "messageAttributes": {{"login-etl-redrive-of": {{"stringValue": "{VALUE}", "dataType": "String"}}}}}}"#),
+        )
+        .unwrap();
+        assert_eq!(full.redrive_of(), Some(VALUE));
     }
 }

@@ -1,16 +1,18 @@
 //! The dead-letter queue through the SQS API: read it without deleting, explain each message,
-//! send messages back.
+//! send messages back, each with `login-etl-redrive-of` naming the original
+//! (`login_etl_core::redrive`), so that any number of redrives of a message is one row.
 
+use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::time::Duration;
 
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::{
-    ChangeMessageVisibilityBatchRequestEntry, Message, MessageSystemAttributeName,
-    QueueAttributeName,
+    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message,
+    MessageAttributeValue, MessageSystemAttributeName, SendMessageBatchRequestEntry,
 };
 use aws_sdk_sqs::Client;
 use login_etl_core::login::LoginEvent;
+use login_etl_core::redrive;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
@@ -28,30 +30,48 @@ pub struct DeadLetters {
 
 /// Which messages to send back.
 pub enum Redrive {
-    /// All of them, by an SQS message-move task.
+    /// All of them.
     All,
-    /// These messageIds, each sent to the source queue and then deleted here.
+    /// These messageIds.
     Only(Vec<String>),
+}
+
+/// One message sent back.
+struct Moved {
+    /// Its messageId in the dead-letter queue.
+    id: String,
+    /// Its messageId in the source queue.
+    new_id: String,
+    /// The original its row is stored under, when that is not `id` (it was redriven before).
+    original: Option<String>,
 }
 
 /// What a redrive did.
 pub struct Report {
-    moved: Vec<String>,
+    moved: Vec<Moved>,
     not_found: Vec<String>,
-    by_task: Option<i64>,
+    /// Messages this run sent back that were dead again before it ended: left for the next run.
+    dead_again: usize,
 }
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(count) = self.by_task {
-            return write!(f, "moved {count} messages back by an SQS message-move task");
-        }
         write!(f, "moved {} messages back", self.moved.len())?;
-        for id in &self.moved {
-            write!(f, "\nmoved {id}")?;
+        for moved in &self.moved {
+            write!(f, "\nmoved {} as {}", moved.id, moved.new_id)?;
+            if let Some(original) = &moved.original {
+                write!(f, " (its row is {original}'s)")?;
+            }
         }
         for id in &self.not_found {
             write!(f, "\nnot in the dead-letter queue: {id}")?;
+        }
+        if self.dead_again > 0 {
+            write!(
+                f,
+                "\n{} messages sent back by this run were dead letters again before it ended; they are left for the next run",
+                self.dead_again
+            )?;
         }
         Ok(())
     }
@@ -59,6 +79,70 @@ impl fmt::Display for Report {
 
 fn failed<E: std::error::Error>(call: &str, error: E) -> String {
     format!("{call} failed: {}", DisplayErrorContext(error))
+}
+
+/// A dead letter as it is sent back: its body and message attributes, with
+/// `login-etl-redrive-of` naming the original (`login_etl_core::redrive`).
+struct Outgoing {
+    id: String,
+    /// The original's messageId: the row's identity, and the deduplication id on a FIFO queue.
+    original: String,
+    body: String,
+    attributes: HashMap<String, MessageAttributeValue>,
+    group: Option<String>,
+}
+
+impl Outgoing {
+    /// The message to send back for `message`: an attribute that names an original and passes
+    /// the function's guard is kept (a message redriven twice keeps the first original);
+    /// otherwise it names this message.
+    fn of(message: &Message) -> Result<Self, String> {
+        let id = message.message_id().unwrap_or_default().to_owned();
+        let body = message.body().unwrap_or_default().to_owned();
+        let mut attributes = message.message_attributes.clone().unwrap_or_default();
+        let existing = attributes
+            .get(redrive::ATTRIBUTE)
+            .and_then(|a| a.string_value())
+            .and_then(|value| redrive::original(value, &body).ok())
+            .map(|original| original.message_id.to_owned());
+        let original = match existing {
+            Some(original) => original,
+            None => {
+                let sent = system_attribute(message, MessageSystemAttributeName::SentTimestamp)
+                    .ok_or_else(|| format!("{id} has no SentTimestamp; it was not sent back"))?;
+                let value = MessageAttributeValue::builder()
+                    .data_type("String")
+                    .string_value(redrive::mark(&id, &sent, &body))
+                    .build()
+                    .map_err(|e| format!("{id}: {e}"))?;
+                attributes.insert(redrive::ATTRIBUTE.to_owned(), value);
+                id.clone()
+            }
+        };
+        Ok(Outgoing {
+            group: system_attribute(message, MessageSystemAttributeName::MessageGroupId),
+            id,
+            original,
+            body,
+            attributes,
+        })
+    }
+
+    fn moved(self, new_id: String) -> Moved {
+        Moved {
+            original: (self.original != self.id).then_some(self.original),
+            id: self.id,
+            new_id,
+        }
+    }
+}
+
+fn system_attribute(message: &Message, name: MessageSystemAttributeName) -> Option<String> {
+    message
+        .attributes
+        .as_ref()
+        .and_then(|a| a.get(&name))
+        .cloned()
 }
 
 impl DeadLetters {
@@ -98,19 +182,7 @@ impl DeadLetters {
         let mut empty_receives = 0;
         // Two empty long polls in a row: SQS samples its servers, one may miss a message.
         while empty_receives < 2 {
-            let received = self
-                .client
-                .receive_message()
-                .queue_url(&self.url)
-                .max_number_of_messages(PER_CALL as i32)
-                .visibility_timeout(HIDE_WHILE_READING)
-                .wait_time_seconds(1)
-                .message_system_attribute_names(MessageSystemAttributeName::All)
-                .message_attribute_names("All")
-                .send()
-                .await
-                .map_err(|e| failed("ReceiveMessage", e))?;
-            let batch = received.messages.unwrap_or_default();
+            let batch = self.receive(PER_CALL).await?;
             if batch.is_empty() {
                 empty_receives += 1;
             } else {
@@ -119,6 +191,23 @@ impl DeadLetters {
             }
         }
         Ok(messages)
+    }
+
+    /// Up to `count` messages, hidden for `HIDE_WHILE_READING`, with every attribute.
+    async fn receive(&self, count: usize) -> Result<Vec<Message>, String> {
+        let received = self
+            .client
+            .receive_message()
+            .queue_url(&self.url)
+            .max_number_of_messages(count as i32)
+            .visibility_timeout(HIDE_WHILE_READING)
+            .wait_time_seconds(1)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .map_err(|e| failed("ReceiveMessage", e))?;
+        Ok(received.messages.unwrap_or_default())
     }
 
     /// Makes `messages` visible again at once.
@@ -170,145 +259,286 @@ impl DeadLetters {
         }
     }
 
-    async fn arn_of(&self, url: &str) -> Result<String, String> {
-        self.client
-            .get_queue_attributes()
-            .queue_url(url)
-            .attribute_names(QueueAttributeName::QueueArn)
-            .send()
-            .await
-            .map_err(|e| failed("GetQueueAttributes", e))?
-            .attributes
-            .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
-            .ok_or_else(|| format!("{url} has no QueueArn"))
-    }
-
-    /// Every message, by an SQS message-move task (SQS moves them itself: none is lost or
-    /// doubled by this tool); waits until the task ends.
+    /// Every message, ten at a time: received (hidden), sent back with `SendMessageBatch`, then
+    /// deleted with `DeleteMessageBatch`, until two receives in a row find nothing. Not by an
+    /// SQS message-move task: SQS gives the messages it moves a new messageId and SentTimestamp
+    /// and no attribute can be added, so a message moved twice (or one already stored) would be
+    /// a second row (docs/operations.md). A message this run sent back that is a dead letter
+    /// again before the run ends is left hidden until the end, then for the next run.
     async fn move_all(&self, source: &str) -> Result<Report, String> {
-        let source_arn = self.arn_of(&self.url).await?;
-        let destination_arn = self.arn_of(source).await?;
-        self.client
-            .start_message_move_task()
-            .source_arn(&source_arn)
-            .destination_arn(&destination_arn)
-            .send()
-            .await
-            .map_err(|e| failed("StartMessageMoveTask", e))?;
-        for _ in 0..600 {
-            let tasks = self
-                .client
-                .list_message_move_tasks()
-                .source_arn(&source_arn)
-                .max_results(1)
-                .send()
-                .await
-                .map_err(|e| failed("ListMessageMoveTasks", e))?
-                .results
-                .unwrap_or_default();
-            if let Some(task) = tasks.first() {
-                match task.status() {
-                    Some("COMPLETED") => {
-                        return Ok(Report {
-                            moved: Vec::new(),
-                            not_found: Vec::new(),
-                            by_task: Some(task.approximate_number_of_messages_moved()),
-                        })
-                    }
-                    Some("RUNNING") | Some("CANCELLING") | None => {}
-                    Some(status) => {
-                        return Err(format!(
-                            "the message-move task ended {status}: {}",
-                            task.failure_reason().unwrap_or("no reason given")
-                        ))
-                    }
+        let fifo = source.ends_with(".fifo");
+        let mut report = Report {
+            moved: Vec::new(),
+            not_found: Vec::new(),
+            dead_again: 0,
+        };
+        let mut sent_here: HashSet<String> = HashSet::new();
+        let mut dead_again: Vec<Message> = Vec::new();
+        let mut empty_receives = 0;
+        while empty_receives < 2 {
+            let batch = self.receive(PER_CALL).await?;
+            if batch.is_empty() {
+                empty_receives += 1;
+                continue;
+            }
+            empty_receives = 0;
+            let (again, batch): (Vec<Message>, Vec<Message>) = batch
+                .into_iter()
+                .partition(|m| sent_here.contains(m.message_id().unwrap_or_default()));
+            dead_again.extend(again);
+            let moved = self.send_back(source, fifo, batch).await;
+            match moved {
+                Ok(moved) => {
+                    sent_here.extend(moved.iter().map(|m| m.new_id.clone()));
+                    report.moved.extend(moved);
+                }
+                Err(error) => {
+                    self.release(&dead_again).await?;
+                    return Err(format!(
+                        "{error}\n(before it: {report})",
+                        report = Report {
+                            dead_again: dead_again.len(),
+                            ..report
+                        }
+                    ));
                 }
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        Err("the message-move task did not end within 5 minutes; see ListMessageMoveTasks".into())
+        report.dead_again = dead_again.len();
+        self.release(&dead_again).await?;
+        Ok(report)
     }
 
-    /// The named messages: each is sent to the source queue, then deleted here. A message is in
-    /// one queue or, for the moment between the two calls, in both: never in none. The others
-    /// are made visible again.
+    /// The named messages: each is sent back, then deleted here. The others are made visible
+    /// again.
     async fn move_only(&self, source: &str, ids: Vec<String>) -> Result<Report, String> {
         let messages = self.receive_all().await?;
         let fifo = source.ends_with(".fifo");
+        let (chosen, left): (Vec<Message>, Vec<Message>) = messages
+            .into_iter()
+            .partition(|m| ids.iter().any(|id| m.message_id() == Some(id.as_str())));
         let mut moved = Vec::new();
-        let mut left = Vec::new();
-        for message in messages {
-            let id = message.message_id().unwrap_or_default().to_owned();
-            if !ids.contains(&id) {
-                left.push(message);
-                continue;
+        let chunks: Vec<&[Message]> = chosen.chunks(PER_CALL).collect();
+        for (i, chunk) in chunks.iter().enumerate() {
+            match self.send_back(source, fifo, chunk.to_vec()).await {
+                Ok(done) => moved.extend(done),
+                Err(error) => {
+                    // The chunks not tried yet are visible again too.
+                    let untried: Vec<Message> = chunks[i + 1..].concat();
+                    self.release(&untried).await?;
+                    self.release(&left).await?;
+                    return Err(error);
+                }
             }
-            let mut send = self
-                .client
-                .send_message()
-                .queue_url(source)
-                .message_body(message.body().unwrap_or_default())
-                .set_message_attributes(message.message_attributes.clone());
-            if fifo {
-                let group = message
-                    .attributes
-                    .as_ref()
-                    .and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId))
-                    .cloned()
-                    .unwrap_or_else(|| id.clone());
-                // The old messageId as deduplication id: sent twice within 5 minutes, it is
-                // stored once.
-                send = send.message_group_id(group).message_deduplication_id(&id);
-            }
-            send.send()
-                .await
-                .map_err(|e| failed(&format!("SendMessage of {id}"), e))?;
-            self.client
-                .delete_message()
-                .queue_url(&self.url)
-                .receipt_handle(message.receipt_handle().unwrap_or_default())
-                .send()
-                .await
-                .map_err(|e| {
-                    format!(
-                        "{id} was sent back but is still in the dead-letter queue; do not redrive it again: {}",
-                        failed("DeleteMessage", e)
-                    )
-                })?;
-            moved.push(id);
         }
         self.release(&left).await?;
-        let not_found = ids.into_iter().filter(|id| !moved.contains(id)).collect();
+        let not_found = ids
+            .into_iter()
+            .filter(|id| !moved.iter().any(|m: &Moved| &m.id == id))
+            .collect();
         Ok(Report {
             moved,
             not_found,
-            by_task: None,
+            dead_again: 0,
         })
+    }
+
+    /// Sends `messages` (at most ten) to the source queue, each with `login-etl-redrive-of`,
+    /// then deletes those sent from here. A message is in one queue or, for the moment between
+    /// the two calls, in both: never in none. Sent twice (a delete that failed, a redrive run
+    /// again), it is still one row: both copies name the same original. On any failure the
+    /// messages not deleted are made visible again at once, so that the next run sees them.
+    async fn send_back(
+        &self,
+        source: &str,
+        fifo: bool,
+        messages: Vec<Message>,
+    ) -> Result<Vec<Moved>, String> {
+        let mut deleted = vec![false; messages.len()];
+        let sent = self
+            .send_and_delete(source, fifo, &messages, &mut deleted)
+            .await;
+        if sent.is_err() {
+            let left: Vec<Message> = messages
+                .into_iter()
+                .zip(&deleted)
+                .filter(|(_, deleted)| !**deleted)
+                .map(|(message, _)| message)
+                .collect();
+            // Best effort: SQS makes them visible after HIDE_WHILE_READING anyway.
+            let _ = self.release(&left).await;
+        }
+        sent
+    }
+
+    async fn send_and_delete(
+        &self,
+        source: &str,
+        fifo: bool,
+        messages: &[Message],
+        deleted: &mut [bool],
+    ) -> Result<Vec<Moved>, String> {
+        if messages.is_empty() {
+            return Ok(Vec::new());
+        }
+        let outgoing = messages
+            .iter()
+            .map(Outgoing::of)
+            .collect::<Result<Vec<_>, _>>()?;
+        let entries = outgoing
+            .iter()
+            .enumerate()
+            .map(|(i, out)| {
+                let mut entry = SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(&out.body)
+                    .set_message_attributes(Some(out.attributes.clone()));
+                if fifo {
+                    // The original's messageId as deduplication id: sent back twice within 5
+                    // minutes, it is delivered once.
+                    entry = entry
+                        .message_group_id(out.group.clone().unwrap_or_else(|| out.original.clone()))
+                        .message_deduplication_id(&out.original);
+                }
+                entry.build().expect("id and body are set")
+            })
+            .collect();
+        let sent = self
+            .client
+            .send_message_batch()
+            .queue_url(source)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| failed("SendMessageBatch", e))?;
+        let name = |entry_id: &str| {
+            entry_id
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| outgoing.get(i))
+                .map_or("?", |out| out.id.as_str())
+        };
+        let mut new_ids: Vec<Option<String>> = vec![None; outgoing.len()];
+        for entry in sent.successful() {
+            if let Some(slot) = entry
+                .id()
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| new_ids.get_mut(i))
+            {
+                *slot = Some(entry.message_id().to_owned());
+            }
+        }
+        let mut problems: Vec<String> = Vec::new();
+        if !sent.failed().is_empty() {
+            let refused: Vec<String> = sent
+                .failed()
+                .iter()
+                .map(|f| format!("{} ({})", name(f.id()), f.code()))
+                .collect();
+            problems.push(format!(
+                "SendMessageBatch refused {}: still in the dead-letter queue",
+                refused.join(", ")
+            ));
+        }
+        let deletes: Vec<DeleteMessageBatchRequestEntry> = new_ids
+            .iter()
+            .enumerate()
+            .filter(|(_, new_id)| new_id.is_some())
+            .map(|(i, _)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(messages[i].receipt_handle().unwrap_or_default())
+                    .build()
+                    .expect("id and receipt handle are set")
+            })
+            .collect();
+        const AGAIN: &str = "they were sent back but are still in the dead-letter queue; redriving them again is harmless (each keeps its original's row)";
+        if !deletes.is_empty() {
+            match self
+                .client
+                .delete_message_batch()
+                .queue_url(&self.url)
+                .set_entries(Some(deletes))
+                .send()
+                .await
+            {
+                Ok(done) => {
+                    for entry in done.successful() {
+                        if let Some(slot) = entry
+                            .id()
+                            .parse::<usize>()
+                            .ok()
+                            .and_then(|i| deleted.get_mut(i))
+                        {
+                            *slot = true;
+                        }
+                    }
+                    if !done.failed().is_empty() {
+                        let kept: Vec<String> = done
+                            .failed()
+                            .iter()
+                            .map(|f| format!("{} ({})", name(f.id()), f.code()))
+                            .collect();
+                        problems.push(format!(
+                            "DeleteMessageBatch failed for {}: {AGAIN}",
+                            kept.join(", ")
+                        ));
+                    }
+                }
+                Err(e) => {
+                    let kept: Vec<&str> = outgoing
+                        .iter()
+                        .zip(&new_ids)
+                        .filter(|(_, new_id)| new_id.is_some())
+                        .map(|(out, _)| out.id.as_str())
+                        .collect();
+                    problems.push(format!(
+                        "{} for {}: {AGAIN}",
+                        failed("DeleteMessageBatch", e),
+                        kept.join(", ")
+                    ));
+                }
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems.join("; "));
+        }
+        Ok(outgoing
+            .into_iter()
+            .zip(new_ids)
+            .filter_map(|(out, new_id)| new_id.map(|new_id| out.moved(new_id)))
+            .collect())
     }
 }
 
-/// `<messageId>  receives=<n>  first_sent=<time>  <verdict>`; never a value of the body.
+/// `<messageId>  receives=<n>  first_sent=<time>  [redrive_of=<messageId>  ]<verdict>`; never a
+/// value of the body.
 fn explain(message: &Message) -> String {
-    let attribute = |name: MessageSystemAttributeName| {
-        message
-            .attributes
-            .as_ref()
-            .and_then(|a| a.get(&name))
-            .cloned()
-    };
-    let receives = attribute(MessageSystemAttributeName::ApproximateReceiveCount)
+    let receives = system_attribute(message, MessageSystemAttributeName::ApproximateReceiveCount)
         .unwrap_or_else(|| "?".into());
-    let first_sent = attribute(MessageSystemAttributeName::SentTimestamp)
+    let first_sent = system_attribute(message, MessageSystemAttributeName::SentTimestamp)
         .and_then(|ms| ms.parse::<i64>().ok())
         .and_then(|ms| OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok())
         .and_then(|t| t.format(&Rfc3339).ok())
         .unwrap_or_else(|| "?".into());
-    let verdict = match LoginEvent::parse(message.body().unwrap_or_default()) {
+    let body = message.body().unwrap_or_default();
+    // A message sent back before: the original whose row it is, when the attribute passes the
+    // function's guard (only an id, never a value).
+    let redrive_of = message
+        .message_attributes
+        .as_ref()
+        .and_then(|a| a.get(redrive::ATTRIBUTE))
+        .and_then(|a| a.string_value())
+        .and_then(|value| redrive::original(value, body).ok())
+        .map(|original| format!("redrive_of={}  ", original.message_id))
+        .unwrap_or_default();
+    let verdict = match LoginEvent::parse(body) {
         Ok(_) => "passes validation now: redrive it".to_owned(),
         Err(rejection) => format!("refused: {rejection}"),
     };
     format!(
-        "{}  receives={receives}  first_sent={first_sent}  {verdict}",
+        "{}  receives={receives}  first_sent={first_sent}  {redrive_of}{verdict}",
         message.message_id().unwrap_or("?")
     )
 }

@@ -4,7 +4,9 @@
 //! it hides them while it reads (so it sees each once) and makes them visible again at the end.
 //! For each it prints the messageId, the receive count, when it was first sent, and the reason
 //! the function's own validation refuses its body, never a value. `redrive` sends all or the
-//! named messages back to the source queue once the cause is fixed.
+//! named messages back to the source queue once the cause is fixed, each carrying the original
+//! messageId and SentTimestamp in the message attribute `login-etl-redrive-of`, so that the
+//! function stores it under the original's identity: a redrive repeated is still one row.
 
 mod dlq;
 
@@ -35,7 +37,8 @@ enum Command {
         /// dead-letter queue.
         #[arg(long)]
         to: Option<String>,
-        /// Every message, by an SQS message-move task.
+        /// Every message (received, sent back and deleted, ten at a time; not by an SQS
+        /// message-move task, which would give each a new identity).
         #[arg(
             long,
             conflicts_with = "message_id",

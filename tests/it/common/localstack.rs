@@ -265,3 +265,133 @@ async fn depth(client: &Client, url: &str) -> (u64, u64, u64) {
         count(QueueAttributeName::ApproximateNumberOfMessagesDelayed),
     )
 }
+
+/// An SQS endpoint in front of LocalStack's that passes every call through but refuses one
+/// action (`X-Amz-Target: AmazonSQS.<action>`) with an access-denied error, as an SQS whose
+/// permissions lack it would: how a test makes `login-etl-dlq`'s delete from the dead-letter
+/// queue fail after its send succeeded. Plain HTTP/1.1 with a Content-Length, as the AWS SDK
+/// sends it; stopped when dropped.
+pub struct RefusingProxy {
+    pub url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RefusingProxy {
+    pub async fn start(action: &str) -> RefusingProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let upstream = endpoint();
+        let target = format!("AmazonSQS.{action}");
+        let task = tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                tokio::spawn(pass_through(
+                    socket,
+                    client.clone(),
+                    upstream.clone(),
+                    target.clone(),
+                ));
+            }
+        });
+        RefusingProxy { url, task }
+    }
+}
+
+impl Drop for RefusingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Serves one connection's requests, one after another.
+async fn pass_through(
+    socket: tokio::net::TcpStream,
+    client: reqwest::Client,
+    upstream: String,
+    refused: String,
+) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let (reader, mut writer) = socket.into_split();
+    let mut reader = BufReader::new(reader);
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).await.unwrap_or(0) == 0 {
+            return;
+        }
+        let mut parts = request_line.split_whitespace();
+        let (Some(method), Some(path)) = (parts.next(), parts.next()) else {
+            return;
+        };
+        let (method, path) = (method.to_owned(), path.to_owned());
+        let mut headers: Vec<(String, String)> = Vec::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).await.unwrap_or(0) == 0 {
+                return;
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':') {
+                headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+            }
+        }
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+        };
+        let length: usize = header("content-length").map_or(0, |v| v.parse().unwrap());
+        let mut body = vec![0; length];
+        if reader.read_exact(&mut body).await.is_err() {
+            return;
+        }
+        let (status, content_type, payload) = if header("x-amz-target").as_deref()
+            == Some(refused.as_str())
+        {
+            (
+                400,
+                "application/x-amz-json-1.0".to_owned(),
+                br#"{"__type": "com.amazonaws.sqs#AccessDenied", "message": "refused by the test's proxy"}"#.to_vec(),
+            )
+        } else {
+            let mut request = client.request(
+                method.parse().unwrap(),
+                format!("{}{path}", upstream.trim_end_matches('/')),
+            );
+            for (name, value) in &headers {
+                if !matches!(
+                    name.as_str(),
+                    "host" | "content-length" | "connection" | "transfer-encoding"
+                ) {
+                    request = request.header(name.as_str(), value.as_str());
+                }
+            }
+            let response = request.body(body).send().await.expect("LocalStack answers");
+            let status = response.status().as_u16();
+            let content_type = response
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("application/x-amz-json-1.0")
+                .to_owned();
+            (
+                status,
+                content_type,
+                response.bytes().await.unwrap().to_vec(),
+            )
+        };
+        let head = format!(
+            "HTTP/1.1 {status} {}\r\ncontent-type: {content_type}\r\nx-amzn-requestid: proxy\r\ncontent-length: {}\r\n\r\n",
+            if status == 200 { "OK" } else { "Error" },
+            payload.len()
+        );
+        if writer.write_all(head.as_bytes()).await.is_err()
+            || writer.write_all(&payload).await.is_err()
+        {
+            return;
+        }
+    }
+}
