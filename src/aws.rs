@@ -310,11 +310,11 @@ impl JsonCall<'_> {
             why: e.to_string(),
         };
         let answer = if tls {
-            let connector = native_tls::TlsConnector::new().map_err(tls_failed)?;
-            let stream = tokio_native_tls::TlsConnector::from(connector)
-                .connect(&host, stream)
-                .await
-                .map_err(tls_failed)?;
+            let stream =
+                tokio_native_tls::TlsConnector::from(https_connector().map_err(tls_failed)?)
+                    .connect(&host, stream)
+                    .await
+                    .map_err(tls_failed)?;
             exchange(stream, request).await
         } else {
             exchange(stream, request).await
@@ -324,6 +324,18 @@ impl JsonCall<'_> {
             why: e.to_string(),
         })
     }
+}
+
+/// The connector for AWS's HTTPS endpoints, made once per process: building one parses the
+/// system's CA bundle (hundreds of certificates, most of the cold start at 128 MB's CPU), and a
+/// start reads up to two secrets, then the credentials' secret again after a rotation.
+fn https_connector() -> Result<native_tls::TlsConnector, native_tls::Error> {
+    static CONNECTOR: std::sync::OnceLock<native_tls::TlsConnector> = std::sync::OnceLock::new();
+    if let Some(connector) = CONNECTOR.get() {
+        return Ok(connector.clone());
+    }
+    let connector = native_tls::TlsConnector::new()?;
+    Ok(CONNECTOR.get_or_init(|| connector).clone())
 }
 
 /// One HTTP/1.1 request and its answer on `stream`.
