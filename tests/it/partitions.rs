@@ -42,17 +42,8 @@ fn today() -> Date {
 
 /// How many rows each partition holds, by partition name.
 async fn rows_per_partition(db: &TestDb) -> Vec<(String, i64)> {
-    db.client()
+    db.pairs("SELECT tableoid::regclass::text, count(*) FROM user_logins GROUP BY 1 ORDER BY 1")
         .await
-        .query(
-            "SELECT tableoid::regclass::text, count(*) FROM user_logins GROUP BY 1 ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| (row.get(0), row.get(1)))
-        .collect()
 }
 
 async fn partition_exists(db: &TestDb, day: Date) -> bool {

@@ -58,17 +58,8 @@ fn lean(records: Vec<Value>) -> Vec<LeanSqsMessage> {
 }
 
 async fn rows(db: &TestDb) -> Vec<(String, String)> {
-    db.client()
+    db.pairs("SELECT message_id, create_date::text FROM user_logins ORDER BY message_id")
         .await
-        .query(
-            "SELECT message_id, create_date::text FROM user_logins ORDER BY message_id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| (row.get(0), row.get(1)))
-        .collect()
 }
 
 /// A message stored, then sent back twice by the tool (the delete from the dead-letter queue

@@ -118,6 +118,16 @@ impl TestDb {
         rows.iter().map(|r| r.get(0)).collect()
     }
 
+    /// The rows `sql` selects, as pairs of its first two columns.
+    pub async fn pairs<A, B>(&self, sql: &str) -> Vec<(A, B)>
+    where
+        A: for<'r> tokio_postgres::types::FromSql<'r>,
+        B: for<'r> tokio_postgres::types::FromSql<'r>,
+    {
+        let rows = self.client().await.query(sql, &[]).await.unwrap();
+        rows.iter().map(|row| (row.get(0), row.get(1))).collect()
+    }
+
     /// A client holding `LOCK TABLE user_logins IN ACCESS EXCLUSIVE MODE` in an open
     /// transaction, as a DBA's migration might: every write waits until it commits.
     pub async fn lock_the_table(&self) -> Client {
