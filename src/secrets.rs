@@ -115,13 +115,18 @@ pub async fn settings<E: Fn(&str) -> Option<String>>(
             .map(|id| id.trim().to_owned())
             .filter(|id| !id.is_empty())
     };
-    let (keys_id, database_id) = (named(SECRET_VARIABLE), named(DATABASE_SECRET_VARIABLE));
+    let secret = |layout: &'static Layout, variable: &str| {
+        named(variable)
+            .map(|id| Secret::new(layout, id, &environment))
+            .transpose()
+    };
+    let keys = secret(&KEYS, SECRET_VARIABLE)?;
+    let database = secret(&DATABASE, DATABASE_SECRET_VARIABLE)?;
+    // Both at once: a start with two secrets waits for one answer from Secrets Manager, not two.
+    let (keys_values, database_values) = tokio::join!(values_of(&keys), values_of(&database));
     let mut from_secrets: HashMap<&'static str, String> = HashMap::new();
-    let mut database_secret = None;
-    for (layout, id) in [(&KEYS, keys_id), (&DATABASE, database_id)] {
-        let Some(id) = id else { continue };
-        let secret = Secret::new(layout, id, &environment)?;
-        let values = secret.values().await?;
+    for (secret, values) in [(&keys, keys_values?), (&database, database_values?)] {
+        let Some(secret) = secret else { continue };
         for (variable, value) in values {
             if environment(variable).is_some_and(|v| !v.is_empty()) {
                 return Err(ConfigError::Invalid {
@@ -141,10 +146,8 @@ pub async fn settings<E: Fn(&str) -> Option<String>>(
                 });
             }
         }
-        if layout.variable == DATABASE_SECRET_VARIABLE {
-            database_secret = Some(Arc::new(secret));
-        }
     }
+    let database_secret = database.map(Arc::new);
     if database_secret.is_some()
         && (from_secrets.contains_key("DATABASE_URL")
             || environment("DATABASE_URL").is_some_and(|v| !v.trim().is_empty()))
@@ -161,6 +164,14 @@ pub async fn settings<E: Fn(&str) -> Option<String>>(
         from_secrets,
         database_secret,
     })
+}
+
+/// The fields of `secret`, if one is named; none otherwise.
+async fn values_of(secret: &Option<Secret>) -> Result<HashMap<&'static str, String>, ConfigError> {
+    match secret {
+        Some(secret) => secret.values().await,
+        None => Ok(HashMap::new()),
+    }
 }
 
 /// One secret: where it is and how to read it.
