@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use login_etl::event::Decoded;
 use login_etl_core::batch::plan_batch;
 use login_etl_core::login::LoginEvent;
 use login_etl_core::mask::Masker;
@@ -48,6 +49,29 @@ fn core(c: &mut Criterion) {
     group.bench_function(
         "deserialize the event: LeanSqsEvent (what the planner reads)",
         |b| b.iter(|| serde_json::from_slice::<LeanSqsEvent>(black_box(&event)).unwrap()),
+    );
+    // How lambda_runtime reads a payload: through serde_path_to_error, its
+    // `deserializer::deserialize`. As the payload type, LeanSqsEvent itself, or the function's
+    // `Decoded` (src/event.rs: raw JSON through the tracking, then read plainly).
+    let as_the_runtime_reads =
+        |b: &mut criterion::Bencher, read: fn(&[u8])| b.iter(|| read(black_box(&event)));
+    group.bench_function(
+        "deserialize the event: LeanSqsEvent as lambda_runtime reads it (path tracked)",
+        |b| {
+            as_the_runtime_reads(b, |json| {
+                let reader = &mut serde_json::Deserializer::from_slice(json);
+                serde_path_to_error::deserialize::<_, LeanSqsEvent>(reader).unwrap();
+            })
+        },
+    );
+    group.bench_function(
+        "deserialize the event: Decoded<LeanSqsEvent> as lambda_runtime reads it (the function's)",
+        |b| {
+            as_the_runtime_reads(b, |json| {
+                let reader = &mut serde_json::Deserializer::from_slice(json);
+                serde_path_to_error::deserialize::<_, Decoded<LeanSqsEvent>>(reader).unwrap();
+            })
+        },
     );
 
     group.bench_function(

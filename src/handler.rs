@@ -8,6 +8,8 @@ use lambda_runtime::LambdaEvent;
 use time::OffsetDateTime;
 use tokio::time::Instant;
 
+use crate::budget::{self, Step};
+use crate::event::Decoded;
 use crate::store::{Store, StoreError};
 use login_etl_core::batch::{plan_batch, BatchError, BatchOutcome, Dates};
 use login_etl_core::mask::Masker;
@@ -102,14 +104,16 @@ impl Processor {
     }
 
     /// The Lambda handler. The event is read as `LeanSqsEvent`, the lean form of `SqsEvent`
-    /// (`record.rs`).
+    /// (`record.rs`), timed (`budget.rs`: the batch's time budget, at debug level).
     pub async fn handle(
         &self,
-        event: LambdaEvent<LeanSqsEvent>,
+        event: LambdaEvent<Decoded<LeanSqsEvent>>,
     ) -> Result<SqsBatchResponse, HandlerError> {
         let deadline = deadline_of(event.context.deadline);
-        let outcome = self.process(&event.payload.records, deadline).await?;
-        Ok(outcome.response())
+        let (outcome, budget) =
+            budget::measure(self.process(&event.payload.value.records, deadline)).await;
+        budget.log(event.payload.took);
+        Ok(outcome?.response())
     }
 
     /// Processes one batch; `deadline` is when the answer must be ready.
@@ -124,6 +128,7 @@ impl Processor {
             tracing::error!(error = %e, "batch rejected");
             HandlerError::Batch(e)
         })?;
+        budget::lap(Step::Plan);
         for ignored in &plan.ignored_redrives {
             tracing::warn!(
                 message_id = %ignored.message_id,

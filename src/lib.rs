@@ -6,8 +6,10 @@
 //! ARCHITECTURE.md.
 
 pub mod aws;
+pub mod budget;
 pub mod config;
 pub mod config_error;
+pub mod event;
 pub mod handler;
 pub mod logging;
 pub mod secrets;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use lambda_runtime::{service_fn, LambdaEvent};
 use login_etl::config::{self, Config};
 use login_etl::config_error::ConfigError;
+use login_etl::event::Decoded;
 use login_etl::handler::{HandlerError, Processor};
 use login_etl::secrets;
 use login_etl::shutdown::{self, Lifecycle};
@@ -60,21 +61,23 @@ async fn serve() -> Result<(), lambda_runtime::Error> {
     }
     // With AWS_LAMBDA_MAX_CONCURRENCY above 1, as many invocations run at once, each on a
     // connection of its own; without it, one at a time.
-    lambda_runtime::run_concurrent(service_fn(move |event: LambdaEvent<LeanSqsEvent>| {
-        let processor = Arc::clone(&processor);
-        let lifecycle = Arc::clone(&lifecycle);
-        async move {
-            let Some(_in_flight) = lifecycle.begin() else {
-                return Err(HandlerError::ShuttingDown);
-            };
-            // An invocation still running when the drain is over gives up: its batch comes back
-            // whole (rows it committed come back as duplicates), and it answers before the kill.
-            tokio::select! {
-                answer = processor.handle(event) => answer,
-                () = lifecycle.given_up() => Err(HandlerError::ShuttingDown),
+    lambda_runtime::run_concurrent(service_fn(
+        move |event: LambdaEvent<Decoded<LeanSqsEvent>>| {
+            let processor = Arc::clone(&processor);
+            let lifecycle = Arc::clone(&lifecycle);
+            async move {
+                let Some(_in_flight) = lifecycle.begin() else {
+                    return Err(HandlerError::ShuttingDown);
+                };
+                // An invocation still running when the drain is over gives up: its batch comes back
+                // whole (rows it committed come back as duplicates), and it answers before the kill.
+                tokio::select! {
+                    answer = processor.handle(event) => answer,
+                    () = lifecycle.given_up() => Err(HandlerError::ShuttingDown),
+                }
             }
-        }
-    }))
+        },
+    ))
     .await
 }
 

@@ -8,6 +8,9 @@
 //! in the same process, against the same table and unique index, truncated before every pass:
 //! - `handler`: `Processor::process` (plan, parse, validate, mask, `Store::write`), one call per
 //!   SQS batch, as the Lambda runtime makes it;
+//! - `handler, optimistic write`: the same with every record marked a first delivery, so the
+//!   store writes without asking which ids are stored, and a stored one makes the COPY fail
+//!   (23505) and the batch go by INSERT: the write issue #25 weighed (docs/benchmarks.md);
 //! - `COPY`: binary COPY of exactly the rows the handler stores, already masked, one COPY per
 //!   batch: what PostgreSQL can take at best;
 //! - the bulk-write candidates that lost (`candidates.rs`), on the same masked rows.
@@ -118,6 +121,8 @@ fn records_per_pass(batch_size: usize) -> usize {
 /// (already masked: the input of the COPY baseline and the candidates).
 struct Batch {
     records: Vec<SqsMessage>,
+    /// `records` with every `ApproximateReceiveCount` 1: the optimistic write's input.
+    as_first_deliveries: Vec<SqsMessage>,
     new_rows: Vec<LoginRow>,
 }
 
@@ -134,8 +139,19 @@ fn workload(batch_size: usize, records: usize, masker: &Masker) -> Vec<Batch> {
                 .into_iter()
                 .filter(|row| stored.insert(row.message_id.clone()))
                 .collect();
+            let as_first_deliveries = chunk
+                .iter()
+                .cloned()
+                .map(|mut record| {
+                    record
+                        .attributes
+                        .insert("ApproximateReceiveCount".into(), "1".into());
+                    record
+                })
+                .collect();
             Batch {
                 records: chunk.to_vec(),
+                as_first_deliveries,
                 new_rows,
             }
         })
@@ -152,6 +168,8 @@ struct Pass {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Path {
     Handler,
+    /// The handler writing without the stored-ids lookup (`Batch::as_first_deliveries`).
+    Optimistic,
     Copy,
     /// The handler's own CPU work: `plan_batch` without any database call.
     PlanOnly,
@@ -162,6 +180,7 @@ impl Path {
     fn name(self) -> &'static str {
         match self {
             Path::Handler => "handler (Processor::process)",
+            Path::Optimistic => "handler, optimistic write (no lookup; not adopted)",
             Path::Copy => "COPY baseline (binary, pre-masked)",
             Path::PlanOnly => "of which plan_batch alone (no database)",
             Path::Candidate(c) => c.name(),
@@ -194,11 +213,16 @@ impl Bench {
         for batch in batches {
             let begun = Instant::now();
             stored += match path {
-                Path::Handler => {
+                Path::Handler | Path::Optimistic => {
+                    let records = if path == Path::Handler {
+                        &batch.records
+                    } else {
+                        &batch.as_first_deliveries
+                    };
                     let deadline = Instant::now() + Duration::from_secs(60);
                     let outcome = self
                         .processor
-                        .process(&batch.records, deadline)
+                        .process(records, deadline)
                         .await
                         .expect("the handler processes the batch");
                     assert_eq!(outcome.failed, 0, "no row may fail in the benchmark");
@@ -337,6 +361,7 @@ async fn in_process_table(bench: &mut Bench, options: &Options, masker: &Masker)
     );
     let mut paths = vec![Path::Handler, Path::Copy, Path::PlanOnly];
     if options.candidates() {
+        paths.push(Path::Optimistic);
         paths.extend(candidates::Candidate::ALL.map(Path::Candidate));
     }
     println!("| batch | path | records/s | x COPY | batch p50 ms | batch p99 ms |");

@@ -23,9 +23,14 @@
 //!
 //! Every function gets the same SqsEvent bytes (`benches/workload`), and after each cell the
 //! table's contents are hashed so Rust and Python are checked to store the same rows.
+//!
+//! For `rust`, each cell's time budget too (`budget.rs`): where each millisecond of a batch went,
+//! from the function's own `batch time budget` lines and the round trips the proxy counted
+//! (written beside the CSV: `-budget.csv`).
 
 #[path = "../args/mod.rs"]
 mod args;
+mod budget;
 #[path = "../ingest/candidates.rs"]
 #[allow(dead_code)] // only the COPY baseline of the ingest benchmark's candidates is used here
 mod candidates;
@@ -207,6 +212,8 @@ struct Cell {
     durations: Vec<Duration>,
     records: usize,
     failures: usize,
+    /// The round trips the proxy counted for each measured batch.
+    round_trips: Vec<u64>,
     peak_rss_mib: f64,
     cold_start_ms: f64,
     /// Spawn to the function's first connection to the database, as the proxy saw it.
@@ -224,6 +231,7 @@ impl Cell {
             durations: Vec::new(),
             records: 0,
             failures: 0,
+            round_trips: Vec::new(),
             peak_rss_mib: f64::NAN,
             cold_start_ms: f64::NAN,
             before_connect_ms: f64::NAN,
@@ -397,6 +405,8 @@ struct Bench {
     proxies: Vec<(f64, DelayProxy)>,
     workloads: Vec<Workload>,
     csv: String,
+    /// The rust function's time budget per cell (`budget::CSV_HEADER`).
+    budget_csv: String,
     /// rows_digest per batch size of the rust and python functions: they must agree.
     digests: BTreeMap<usize, HashSet<String>>,
 }
@@ -438,11 +448,22 @@ impl Bench {
         let rtt_ms = self.proxies[rtt].0;
         let mut functions = Vec::new();
         let mut started = Vec::new();
+        let mut rust_log = None;
         for (k, kind) in KINDS.iter().enumerate() {
             self.caps[k]
                 .set_memory(memory_mb)
                 .expect("set the CPU quota");
-            let command = self.command(k, memory_mb, &self.proxied(k, rtt));
+            let mut command = self.command(k, memory_mb, &self.proxied(k, rtt));
+            if *kind == Kind::Rust {
+                // Its `batch time budget` lines (one per batch, at debug level) into a file.
+                let (log, stdout, stderr) = budget::Log::create(kind.name());
+                command
+                    .env("AWS_LAMBDA_LOG_LEVEL", "debug")
+                    .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
+                    .stdout(stdout)
+                    .stderr(stderr);
+                rust_log = Some(log);
+            }
             let function = Function::start(command, Duration::from_secs(120))
                 .await
                 .unwrap_or_else(|e| panic!("{} did not start: {e:?}", kind.name()));
@@ -475,6 +496,7 @@ impl Bench {
             for (i, event) in workload.events.iter().enumerate() {
                 for turn in 0..=COPY {
                     let c = (turn + i) % (COPY + 1);
+                    let round_trips_before = self.proxies[rtt].1.round_trips();
                     let (duration, failures) = if c == COPY {
                         let started = Instant::now();
                         copy.write(&copy_client, &workload.new_rows[i]).await;
@@ -483,6 +505,8 @@ impl Bench {
                         invoke(&mut functions[c], event).await
                     };
                     if i >= WARM_UP_BATCHES {
+                        let round_trips = self.proxies[rtt].1.round_trips() - round_trips_before;
+                        cells[c].round_trips.push(round_trips);
                         cells[c].durations.push(duration);
                         cells[c].records += workload.records[i].len();
                         cells[c].failures += failures;
@@ -500,6 +524,24 @@ impl Bench {
                             .insert(cell.rows_digest.clone());
                     }
                 }
+            }
+            if let Some(log) = &mut rust_log {
+                let rust = &cells[0];
+                let copy = &cells[COPY];
+                let budget = budget::CellBudget::read(
+                    log,
+                    WARM_UP_BATCHES,
+                    &rust.durations,
+                    &rust.round_trips,
+                );
+                let line = budget.csv_line(
+                    memory_mb,
+                    rtt_ms,
+                    workload.size,
+                    copy.busy() * 1e3 / copy.durations.len() as f64,
+                    budget::mean(&copy.round_trips),
+                );
+                writeln!(self.budget_csv, "{line}").unwrap();
             }
             let ratios = |c: usize| cells[c].busy() / cells[0].busy();
             println!(
@@ -612,6 +654,7 @@ async fn shapes(options: Options) {
         proxies,
         workloads,
         csv: format!("{CSV_HEADER}\n"),
+        budget_csv: format!("{}\n", budget::CSV_HEADER),
         digests: BTreeMap::new(),
     };
 
@@ -638,6 +681,10 @@ async fn shapes(options: Options) {
         );
     }
     args::write_csv(&bench.options.common.csv, &bench.csv);
+    args::write_csv(
+        &bench.options.common.csv_beside("budget"),
+        &bench.budget_csv,
+    );
     println!(
         "cost: arm64 ${PRICE_PER_GB_SECOND} per GB-s (each batch's duration rounded up to the ms) + ${:.2} per million requests",
         PRICE_PER_REQUEST * 1e6

@@ -8,10 +8,13 @@
 //! are 0.25 and 0.5 ms: the writer sleeps to just before the chunk is due and spins the rest,
 //! since a sleeping thread wakes 0.05-0.1 ms late. The hand-offs between the threads cost
 //! time too, so `calibrate` sets the delay to what makes a round trip take the target longer.
+//!
+//! It also counts round trips: each time a client sends after its server last sent (or first),
+//! the client has waited for an answer; requests it pipelines count once.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -24,6 +27,8 @@ pub struct DelayProxy {
     /// When each connection was accepted: a function's first one ends its init's part before
     /// connecting.
     accepted: Arc<Mutex<Vec<Instant>>>,
+    /// Round trips so far, over all connections.
+    round_trips: Arc<AtomicU64>,
 }
 
 impl DelayProxy {
@@ -36,6 +41,8 @@ impl DelayProxy {
         let delay = Arc::clone(&one_way_nanos);
         let accepted = Arc::new(Mutex::new(Vec::new()));
         let accepts = Arc::clone(&accepted);
+        let round_trips = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&round_trips);
         thread::spawn(move || {
             for client in listener.incoming().flatten() {
                 accepts.lock().expect("not poisoned").push(Instant::now());
@@ -45,14 +52,24 @@ impl DelayProxy {
                 for stream in [&client, &server] {
                     stream.set_nodelay(true).ok();
                 }
-                forward(&client, &server, Arc::clone(&delay));
-                forward(&server, &client, Arc::clone(&delay));
+                let turns = Turns {
+                    server_spoke_last: Arc::new(AtomicBool::new(true)),
+                    round_trips: Arc::clone(&counted),
+                };
+                forward(
+                    &client,
+                    &server,
+                    Arc::clone(&delay),
+                    Side::Client(turns.clone()),
+                );
+                forward(&server, &client, Arc::clone(&delay), Side::Server(turns));
             }
         });
         DelayProxy {
             address,
             one_way_nanos,
             accepted,
+            round_trips,
         }
     }
 
@@ -65,6 +82,11 @@ impl DelayProxy {
             .store(one_way.as_nanos() as u64, Ordering::Relaxed);
     }
 
+    /// Round trips counted so far, over all connections: read before and after a batch.
+    pub fn round_trips(&self) -> u64 {
+        self.round_trips.load(Ordering::Relaxed)
+    }
+
     /// The first connection accepted at or after `since`.
     pub fn first_connection_since(&self, since: Instant) -> Option<Instant> {
         let accepted = self.accepted.lock().expect("not poisoned");
@@ -75,8 +97,35 @@ impl DelayProxy {
 /// The last stretch of a delay is spun, not slept.
 const SPIN: Duration = Duration::from_micros(150);
 
+/// Who spoke last on one connection, and the proxy's round-trip count.
+#[derive(Clone)]
+struct Turns {
+    server_spoke_last: Arc<AtomicBool>,
+    round_trips: Arc<AtomicU64>,
+}
+
+/// Which way a forwarding thread copies.
+enum Side {
+    Client(Turns),
+    Server(Turns),
+}
+
+impl Side {
+    /// A chunk arrived from this side.
+    fn spoke(&self) {
+        match self {
+            Side::Client(turns) => {
+                if turns.server_spoke_last.swap(false, Ordering::Relaxed) {
+                    turns.round_trips.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Side::Server(turns) => turns.server_spoke_last.store(true, Ordering::Relaxed),
+        }
+    }
+}
+
 /// Copies `from` to `to`, each chunk `delay` (in nanoseconds) after it was read.
-fn forward(from: &TcpStream, to: &TcpStream, delay: Arc<AtomicU64>) {
+fn forward(from: &TcpStream, to: &TcpStream, delay: Arc<AtomicU64>, side: Side) {
     let (mut from, mut to) = (
         from.try_clone().expect("clone"),
         to.try_clone().expect("clone"),
@@ -88,6 +137,7 @@ fn forward(from: &TcpStream, to: &TcpStream, delay: Arc<AtomicU64>) {
             match from.read(&mut buffer) {
                 Ok(0) | Err(_) => return, // dropping `chunks` tells the writer
                 Ok(n) => {
+                    side.spoke();
                     let due = Instant::now() + Duration::from_nanos(delay.load(Ordering::Relaxed));
                     if chunks.send((due, buffer[..n].to_vec())).is_err() {
                         return;

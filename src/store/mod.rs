@@ -27,6 +27,8 @@ use std::sync::Mutex;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 
+use crate::budget::{self, Step};
+
 pub use connection::connect_client;
 use connection::{Connection, Target, SERVER_ANSWER_GRACE};
 pub use errors::StoreError;
@@ -228,7 +230,11 @@ impl Session<'_> {
         }
         let connection = match self.connection.take() {
             Some(connection) => connection,
-            None => Connection::open(self.target, false, deadline).await?,
+            None => {
+                let opened = Connection::open(self.target, false, deadline).await?;
+                budget::lap(Step::Connect);
+                opened
+            }
         };
         Ok(self.connection.insert(connection))
     }

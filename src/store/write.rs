@@ -14,6 +14,7 @@ use tokio_postgres::Client;
 use super::connection::{Bulk, Connection, Statements, SERVER_ANSWER_GRACE};
 use super::sql::{begin_with_deadline, COPY_COLUMN_TYPES};
 use super::StoreError;
+use crate::budget::{self, Step};
 use login_etl_core::batch::{KeyIds, LoginRow};
 
 /// Batches of at least this many rows (without the vault) go by COPY: below it the COPY's extra
@@ -119,6 +120,7 @@ async fn in_transaction<T>(
         work,
         client.batch_execute("COMMIT")
     );
+    budget::lap(Step::Commit);
     begun?;
     let value = done?;
     committed?;
@@ -161,7 +163,9 @@ async fn insert_rows(
         ]);
     }
     // The command tag counts the rows inserted, which are exactly the new ones.
-    Ok(statements.insert.execute(client, &params).await? as usize)
+    let inserted = statements.insert.execute(client, &params).await;
+    budget::lap(Step::Insert);
+    Ok(inserted? as usize)
 }
 
 /// Binary COPY of the rows whose message_id is not stored yet; returns how many it copied.
@@ -190,10 +194,13 @@ async fn copy_new_rows(
         if redelivered.is_empty() {
             Ok(Vec::new())
         } else {
-            client.query(stored_ids, &lookup).await
+            let stored = client.query(stored_ids, &lookup).await;
+            budget::lap(Step::Lookup);
+            stored
         }
     };
     let (stored, sink) = tokio::join!(looking_up, client.copy_in(copy));
+    budget::lap(Step::CopyStart);
     // On an error here the sink, if any, is dropped, which aborts the COPY: nothing is stored.
     let stored = stored?;
     let stored: HashSet<&str> = stored.iter().map(|row| row.get(0)).collect();
@@ -208,7 +215,10 @@ async fn copy_new_rows(
     for row in new_rows {
         copy_row(writer.as_mut(), row, mask_key_id).await?;
     }
-    Ok(writer.finish().await? as usize)
+    budget::lap(Step::CopyRows);
+    let copied = writer.finish().await;
+    budget::lap(Step::CopyEnd);
+    Ok(copied? as usize)
 }
 
 async fn copy_row(

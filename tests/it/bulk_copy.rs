@@ -4,6 +4,7 @@
 
 use crate::common::*;
 use aws_lambda_events::event::sqs::SqsMessage;
+use login_etl::budget::{measure, Step};
 use login_etl::handler::HandlerError;
 use login_etl::store::{Store, StoreOptions};
 use login_etl_core::batch::{plan_batch, BatchError};
@@ -215,4 +216,48 @@ async fn a_large_fifo_batch_stops_at_the_first_invalid_message() {
     let stored = db.stored_message_ids().await;
     assert_eq!(stored.len(), 150);
     assert_eq!(stored.last().map(String::as_str), Some("m-00149"));
+}
+
+#[tokio::test]
+async fn a_batch_time_budget_names_the_steps_each_write_took() {
+    // What the shapes benchmark's time budget reads (src/budget.rs): a large batch's time goes
+    // to the COPY's steps and the commit (and to the lookup when it has redeliveries), a small
+    // one's to the INSERT and the commit, and the steps add up to no more than the whole.
+    let (_db, processor) = TestDb::with_processor().await;
+    let started = std::time::Instant::now();
+    let (large, budget) =
+        measure(processor.process(&good_batch("large", 0..LARGE), in_seconds(10))).await;
+    let elapsed = started.elapsed();
+    assert_eq!(large.unwrap().stored, LARGE);
+    for step in [
+        Step::Plan,
+        Step::CopyStart,
+        Step::CopyRows,
+        Step::CopyEnd,
+        Step::Commit,
+        Step::Report,
+    ] {
+        assert!(!budget.spent(step).is_zero(), "{step:?}: {budget:?}");
+    }
+    // First deliveries: nothing to look up.
+    for step in [Step::Insert, Step::Lookup] {
+        assert!(budget.spent(step).is_zero(), "{step:?}: {budget:?}");
+    }
+    assert!(budget.total() <= elapsed, "{budget:?} in {elapsed:?}");
+
+    let (again, budget) =
+        measure(processor.process(&redelivered(good_batch("large", 0..LARGE)), in_seconds(10)))
+            .await;
+    assert_eq!(again.unwrap().duplicates, LARGE);
+    assert!(!budget.spent(Step::Lookup).is_zero(), "{budget:?}");
+
+    let (small, budget) =
+        measure(processor.process(&[sqs_record("small", GOOD_BODY)], in_seconds(10))).await;
+    assert_eq!(small.unwrap().stored, 1);
+    for step in [Step::Plan, Step::Insert, Step::Commit] {
+        assert!(!budget.spent(step).is_zero(), "{step:?}: {budget:?}");
+    }
+    for step in [Step::CopyStart, Step::CopyRows, Step::CopyEnd] {
+        assert!(budget.spent(step).is_zero(), "{step:?}: {budget:?}");
+    }
 }

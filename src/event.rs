@@ -1,0 +1,89 @@
+//! The event as the Lambda runtime hands it over: read, and timed for the batch's time budget.
+//!
+//! lambda_runtime reads every payload through serde_path_to_error, which keeps the path to each
+//! value so that an error can say where it is; on a 1,000-record event that costs about three
+//! times reading it plainly (docs/benchmarks.md, "Time budget"). `Decoded` takes the payload from
+//! the runtime as raw JSON, borrowed (one scan, nothing built), reads it plainly, and only when
+//! that fails reads it once more with the path kept, so the error still names the field.
+
+use std::time::{Duration, Instant};
+
+use serde::de::{DeserializeOwned, Error as _};
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
+
+/// An event, and how long reading it from its JSON took (the runtime reads the event before the
+/// handler runs, so the handler cannot time it).
+pub struct Decoded<T> {
+    pub value: T,
+    pub took: Duration,
+}
+
+impl<'de, T: DeserializeOwned> Deserialize<'de> for Decoded<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let started = Instant::now();
+        let raw = <&'de RawValue>::deserialize(deserializer)?;
+        let value = read(raw.get()).map_err(D::Error::custom)?;
+        Ok(Decoded {
+            value,
+            took: started.elapsed(),
+        })
+    }
+}
+
+/// `json` as a `T`, or what is wrong and where: `[Records[0].messageId] invalid type: ...`.
+pub fn read<T: DeserializeOwned>(json: &str) -> Result<T, String> {
+    serde_json::from_str(json).map_err(|plain| {
+        let tracked = &mut serde_json::Deserializer::from_str(json);
+        match serde_path_to_error::deserialize::<_, T>(tracked) {
+            Err(e) => format!("[{}] {}", e.path(), e.inner()),
+            // Not expected: both read the same text with the same rules.
+            Ok(_) => plain.to_string(),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use login_etl_core::record::LeanSqsEvent;
+
+    /// What lambda_runtime does with the payload (its `deserializer::deserialize`).
+    fn as_the_runtime_reads<T: DeserializeOwned>(
+        json: &str,
+    ) -> Result<T, serde_path_to_error::Error<serde_json::Error>> {
+        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(json.as_bytes()))
+    }
+
+    #[test]
+    fn reads_the_event_the_runtime_hands_over_and_times_it() {
+        let json = r#"{"Records": [{"messageId": "m1", "body": "{}", "attributes": {"ApproximateReceiveCount": "1"}}]}"#;
+        let decoded: Decoded<LeanSqsEvent> = as_the_runtime_reads(json).unwrap();
+        assert_eq!(decoded.value.records.len(), 1);
+        assert!(decoded.took < Duration::from_secs(1));
+    }
+
+    /// Why the runtime would refuse `json` as the function's payload.
+    fn refusal(json: &str) -> String {
+        as_the_runtime_reads::<Decoded<LeanSqsEvent>>(json)
+            .err()
+            .expect("refused")
+            .to_string()
+    }
+
+    #[test]
+    fn an_event_of_the_wrong_shape_is_refused_with_the_path_to_what_is_wrong() {
+        // A record of the wrong shape fails alone (record.rs); only the event's own shape fails
+        // the read.
+        let error = refusal(r#"{"Records": 7}"#);
+        assert!(error.contains("[Records]"), "{error}");
+        let error = refusal(r#"{"records": []}"#);
+        assert!(error.contains("Records"), "{error}");
+    }
+
+    #[test]
+    fn broken_json_is_refused() {
+        let error = refusal(r#"{"Records": [{"#);
+        assert!(error.contains("EOF"), "{error}");
+    }
+}
