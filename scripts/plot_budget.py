@@ -50,14 +50,16 @@ def main() -> None:
 
     fig, ax = plt.subplots(figsize=(12, 0.55 * len(bars) + 2.8))
     y = list(range(len(bars)))[::-1]
-    colors = plt.get_cmap("tab10").colors
+    # tab20 in pairs of a dark and a light tone: the dark ones first, so neighbours differ.
+    tones = plt.get_cmap("tab20").colors
+    colors = tones[0::2] + tones[1::2]
     functions = [(yy, parts) for yy, (_, parts) in zip(y, bars) if len(parts) == len(PARTS)]
     for i, (_, label) in enumerate(PARTS):
         ax.barh(
             [yy for yy, _ in functions],
             [parts[i] for _, parts in functions],
             left=[sum(parts[:i]) for _, parts in functions],
-            color=colors[i % len(colors)],
+            color=colors[i],
             label=label,
         )
     copies = [(yy, parts[0]) for yy, (_, parts) in zip(y, bars) if len(parts) == 1]
