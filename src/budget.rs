@@ -3,10 +3,10 @@
 //! "Time budget"). Nothing is logged or kept at other levels but a few clock readings.
 //!
 //! The steps are laps of one stopwatch: each ends where the next begins, so they add up to the
-//! handler's time exactly and nothing falls between them (a retry's pause goes to the step after
-//! it). The store marks its laps without being
-//! handed the stopwatch: it lives in a task-local (`measure`), so a write outside `measure`
-//! (tests, tools) marks nothing.
+//! handler's time exactly and nothing falls between them (a wait, such as a retry's pause or a
+//! connection in use, goes to the step after it). The store marks its laps without being handed
+//! the stopwatch: it lives in a task-local (`measure`), one per invocation, so a write outside
+//! `measure` (tests, tools) marks nothing.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -20,7 +20,7 @@ pub enum Step {
     /// Parsing, validating and masking the records (`plan_batch`).
     Plan,
     /// Opening a connection, where there was none (a reconnect, or a first write after a start
-    /// that did not connect), and waiting for one.
+    /// that did not connect).
     Connect,
     /// From the write's start to the answer of the stored-ids lookup (redelivered messages only;
     /// none, no lookup): BEGIN with the deadline, the lookup and the COPY's start go out together,

@@ -1,8 +1,8 @@
 //! The event as the Lambda runtime hands it over: read, and timed for the batch's time budget.
 //!
 //! lambda_runtime reads every payload through serde_path_to_error, which keeps the path to each
-//! value so that an error can say where it is; on a 1,000-record event that costs about three
-//! times reading it plainly (docs/benchmarks.md, "Time budget"). `Decoded` takes the payload from
+//! value so that an error can say where it is, at a cost on every event (docs/benchmarks.md,
+//! "Time budget", has the figures). `Decoded` takes the payload from
 //! the runtime as raw JSON, borrowed (one scan, nothing built), reads it plainly, and only when
 //! that fails reads it once more with the path kept, so the error still names the field.
 
@@ -33,7 +33,7 @@ impl<'de, T: DeserializeOwned> Deserialize<'de> for Decoded<T> {
 
 /// `json` as a `T`, or what is wrong and where, without the value: `[Records] a value of the
 /// wrong type at line 1 column 14`.
-pub fn read<T: DeserializeOwned>(json: &str) -> Result<T, String> {
+fn read<T: DeserializeOwned>(json: &str) -> Result<T, String> {
     serde_json::from_str(json).map_err(|plain| {
         let tracked = &mut serde_json::Deserializer::from_str(json);
         match serde_path_to_error::deserialize::<_, T>(tracked) {

@@ -405,7 +405,7 @@ struct Bench {
     proxies: Vec<(f64, DelayProxy)>,
     workloads: Vec<Workload>,
     csv: String,
-    /// The rust function's time budget per cell (`budget::CSV_HEADER`).
+    /// The rust function's time budget per cell (`budget::csv_header`).
     budget_csv: String,
     /// rows_digest per batch size of the rust and python functions: they must agree.
     digests: BTreeMap<usize, HashSet<String>>,
@@ -654,7 +654,7 @@ async fn shapes(options: Options) {
         proxies,
         workloads,
         csv: format!("{CSV_HEADER}\n"),
-        budget_csv: format!("{}\n", budget::CSV_HEADER),
+        budget_csv: format!("{}\n", budget::csv_header()),
         digests: BTreeMap::new(),
     };
 
